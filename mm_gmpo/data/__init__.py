@@ -1,0 +1,1 @@
+"""Records, prompt templates and dataset loaders."""
