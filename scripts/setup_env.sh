@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Creates .venv with the project and its test tools. Idempotent: a second run with the same
+# pyproject.toml does nothing. Pins torch explicitly so pip never pulls a multi-GB build by
+# accident: torch 2.14.1 + torchvision 0.29.1 are the builds that import together here
+# (qwen-vl-utils needs torchvision); on aarch64 the CPU pair 2.9.1 / 0.24.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${MM_GMPO_VENV:-.venv}
+PY=${PYTHON:-python3}
+
+case "$(uname -m)" in
+  aarch64|arm64) TORCH_PINS="torch==2.9.1 torchvision==0.24.1" ;;
+  *) TORCH_PINS="torch==2.14.1 torchvision==0.29.1" ;;
+esac
+
+stamp="$VENV/.mm_gmpo_setup"
+want="$(cat pyproject.toml scripts/setup_env.sh | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+echo "[setup] creating $VENV (torch pins: $TORCH_PINS)"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# shellcheck disable=SC2086
+"$VENV/bin/python" -m pip install -q $TORCH_PINS
+# DeepSpeed builds no CUDA ops at install time (they JIT-compile on first use where needed).
+DS_BUILD_OPS=0 "$VENV/bin/python" -m pip install -q -e '.[dev]'
+echo "$want" > "$stamp"
+echo "[setup] done"
