@@ -53,7 +53,8 @@ def progress(items: Iterable[T], total: int | None, description: str) -> Iterato
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as bar:
+    # Off when stderr is not a terminal (CI logs): a redrawn bar there is only noise.
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task(description, total=total)
         for item in items:
             yield item

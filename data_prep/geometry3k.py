@@ -120,8 +120,10 @@ def _read_problem_folder(folder: Path, split: str, check_images: bool) -> Record
     if not isinstance(text, str):
         raise DataFormatError(file, "problem_text", "not a string")
     choices = _require(data, "choices", file)
-    if not isinstance(choices, list) or len(choices) < 2 or not all(
-        isinstance(c, str | int | float) for c in choices
+    if (
+        not isinstance(choices, list)
+        or len(choices) < 2
+        or not all(isinstance(c, str | int | float) for c in choices)
     ):
         raise DataFormatError(file, "choices", f"expected a list of choice strings, got {choices!r}")
     choices = [_collapse(str(c)) for c in choices]
@@ -151,7 +153,9 @@ def _read_problem_folder(folder: Path, split: str, check_images: bool) -> Record
     return _record(n, split, problem, choices[index], image, choices=choices, **meta)
 
 
-def read_folders(root: Path, splits: tuple[str, ...] = SPLITS, check_images: bool = True) -> dict[str, list[Record]]:
+def read_folders(
+    root: Path, splits: tuple[str, ...] = SPLITS, check_images: bool = True
+) -> dict[str, list[Record]]:
     """Layout 1. Problem folders are read in numeric id order; other entries are ignored."""
     jobs: list[tuple[str, Path]] = []
     for split in splits:
@@ -198,7 +202,9 @@ def _image_bytes(cell: Any, file: Path, field: str) -> bytes:
     raise DataFormatError(file, field, f"not an image cell ({type(cell).__name__}); expected {{bytes, path}}")
 
 
-def read_parquet(root: Path, splits: tuple[str, ...] = SPLITS, check_images: bool = True) -> dict[str, list[Record]]:
+def read_parquet(
+    root: Path, splits: tuple[str, ...] = SPLITS, check_images: bool = True
+) -> dict[str, list[Record]]:
     """Layout 2. Ids come from row order: see the module docstring."""
     files = find_parquet_files(root)
     tables = {}
@@ -269,10 +275,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("src", type=Path, help="release root: has train/ val/ test/ folders, or split parquet files")
+    p.add_argument(
+        "src", type=Path, help="release root: has train/ val/ test/ folders, or split parquet files"
+    )
     p.add_argument("--out-dir", type=Path, required=True, help="writes <split>.parquet here")
     p.add_argument("--layout", choices=("auto", "folders", "parquet"), default="auto")
-    p.add_argument("--splits", default=",".join(SPLITS), help="comma-separated subset of train,validation,test")
+    p.add_argument(
+        "--splits", default=",".join(SPLITS), help="comma-separated subset of train,validation,test"
+    )
     p.add_argument("--no-check-images", action="store_true", help="skip decoding every diagram")
     p.set_defaults(func=run)
 

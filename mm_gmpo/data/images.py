@@ -123,6 +123,25 @@ def fit_max_pixels(width: int, height: int, max_pixels: int) -> tuple[int, int]:
     return w, h
 
 
+def _check_header(
+    img: Image.Image,
+    ref: ImageRef | Path,
+    min_side: int,
+    max_image_pixels: int | None,
+    max_aspect: float | None,
+) -> None:
+    """Size limits from the header alone, before paying for a decode."""
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise ImageError("empty", ref, f"size {width}x{height}")
+    if max_image_pixels is not None and width * height > max_image_pixels:
+        raise ImageError("too_large", ref, f"{width}x{height} > {max_image_pixels} pixels")
+    if min(width, height) < min_side:
+        raise ImageError("too_small", ref, f"{width}x{height}, shortest side < {min_side}")
+    if max_aspect is not None and max(width, height) / min(width, height) > max_aspect:
+        raise ImageError("bad_aspect", ref, f"{width}x{height}, ratio > {max_aspect}")
+
+
 def load_image_rgb(
     ref: ImageRef | Path,
     max_pixels: int | None = None,
@@ -138,20 +157,16 @@ def load_image_rgb(
     the pixels the model sees match what a person viewing the file sees.
     """
     img = _open(ref)
-    width, height = img.size
-    if width <= 0 or height <= 0:
-        raise ImageError("empty", ref, f"size {width}x{height}")
-    if max_image_pixels is not None and width * height > max_image_pixels:
-        raise ImageError("too_large", ref, f"{width}x{height} > {max_image_pixels} pixels")
-    if min(width, height) < min_side:
-        raise ImageError("too_small", ref, f"{width}x{height}, shortest side < {min_side}")
-    if max_aspect is not None and max(width, height) / min(width, height) > max_aspect:
-        raise ImageError("bad_aspect", ref, f"{width}x{height}, ratio > {max_aspect}")
     try:
+        _check_header(img, ref, min_side, max_image_pixels, max_aspect)
         img.load()  # the real decode: truncated or corrupt data fails here
         img = ImageOps.exif_transpose(img) or img
         img = _to_rgb(img)
+    except ImageError:
+        img.close()  # release the file handle now rather than at garbage collection
+        raise
     except (OSError, SyntaxError, ValueError) as e:
+        img.close()
         raise ImageError("unreadable", ref, str(e) or type(e).__name__) from e
     if max_pixels is not None:
         size = fit_max_pixels(img.width, img.height, max_pixels)

@@ -77,6 +77,15 @@ _HF_FEATURES = {
 SCHEMA = SCHEMA.with_metadata({"huggingface": json.dumps({"info": {"features": _HF_FEATURES}})})
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 class RecordFormatError(ValueError):
     """A parquet file that is not in the record format (names the file and the column)."""
 
@@ -111,6 +120,7 @@ def _write_tmp(path: Path, table: pa.Table) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         pq.write_table(table, tmp, compression="zstd")
     except BaseException:
         os.unlink(tmp)

@@ -123,13 +123,13 @@ def build_tiny_qwen2_5_vl(
     and any top-level ``Qwen2_5_VLConfig`` field.
     """
     from transformers import (
+        AutoTokenizer,
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
         Qwen2VLImageProcessor,
         Qwen2VLVideoProcessor,
     )
-    from transformers import AutoTokenizer
 
     out = Path(out_dir)
     build_tokenizer(out)

@@ -1,0 +1,346 @@
+"""Load problems from jsonl / parquet / arrow (HF ``save_to_disk``) / an HF dataset id into Records.
+
+Published datasets name their fields differently (``problem`` / ``question``, ``answer`` /
+``solution`` / ``reward_model.ground_truth``...), so the key of each field is configurable, and
+dotted keys reach into nested dicts. A bad row (no answer, empty problem) either stops the load
+with a message naming the file, the row and the field (``on_bad_record="error"``, the default:
+a silently shrunken eval set changes the reported score), or is counted, logged and skipped
+(``"skip"``).
+
+Fields not mapped to a Record field are kept in ``Record.metadata`` (e.g. MATH's level and subject).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mm_gmpo.data.images import encode_png
+from mm_gmpo.data.records import ImageRef, Record
+
+logger = logging.getLogger(__name__)
+
+OnBadRecord = Literal["error", "skip"]
+DataFormat = Literal["auto", "jsonl", "json", "parquet", "arrow", "hf"]
+
+_RECORD_FIELDS = ("id", "problem", "answer", "choices", "images", "source", "split", "metadata")
+
+
+class BadRecordError(ValueError):
+    """A row cannot become a Record; the message names the file, the row index and the field."""
+
+
+@dataclass
+class LoadResult:
+    """Records plus what happened on the way: rows read and bad rows skipped, by reason."""
+
+    records: list[Record]
+    n_rows: int
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+
+def default_data_dir() -> Path:
+    """The shared data folder: ``$MM_GMPO_DATA_DIR``, else ``<repo>/../shared/data``."""
+    env = os.environ.get("MM_GMPO_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+# --------------------------------------------------------------------------- raw row readers
+
+
+def _detect_format(path: Path) -> DataFormat:
+    if path.is_dir():
+        return "arrow"
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    if name.endswith(".json"):
+        return "json"
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith(".arrow"):
+        return "arrow"
+    raise ValueError(
+        f"{path}: cannot tell the format from the name; pass format= (jsonl, json, parquet, arrow)"
+    )
+
+
+def _iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BadRecordError(f"{path}: line {line_no + 1}: invalid JSON ({e})") from e
+
+
+def _iter_json(path: Path) -> Iterator[dict[str, Any]]:
+    """A JSON array of objects, or an object with one list field (e.g. {"data": [...]})."""
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise ValueError(f"{path}: expected a JSON list of rows (or an object with one list field)")
+        data = lists[0]
+    yield from data
+
+
+def _iter_arrow_table(table: Any, chunk: int = 1024) -> Iterator[dict[str, Any]]:
+    for start in range(0, table.num_rows, chunk):
+        yield from table.slice(start, chunk).to_pylist()
+
+
+def _iter_parquet(path: Path) -> Iterator[dict[str, Any]]:
+    """Any parquet file; files in the project's record format (``record_io``) are decoded by
+    ``record_io`` so string-vs-list answers and JSON metadata come back exactly."""
+    import pyarrow.parquet as pq
+
+    from mm_gmpo.data import record_io
+
+    table = pq.read_table(path)
+    if set(record_io.SCHEMA.names) <= set(table.column_names):
+        for rec in record_io.read_records(path):
+            yield rec.to_dict()
+    else:
+        yield from _iter_arrow_table(table)
+
+
+def _iter_dataset(ds: Any, chunk: int = 1024) -> Iterator[dict[str, Any]]:
+    """Rows of a ``datasets.Dataset`` as stored, so Image columns come as {"bytes", "path"}
+    dicts instead of being decoded into PIL images (which Records do not hold)."""
+    arrow_view = ds.with_format("arrow")
+    for start in range(0, len(ds), chunk):
+        yield from arrow_view[start : start + chunk].to_pylist()
+
+
+def _pick_split(obj: Any, split: str | None, where: str) -> Any:
+    """A DatasetDict needs a split name; a single Dataset is returned as is."""
+    from datasets import DatasetDict
+
+    if not isinstance(obj, DatasetDict):
+        return obj
+    if split is None:
+        if len(obj) == 1:
+            return next(iter(obj.values()))
+        raise ValueError(f"{where} holds splits {sorted(obj)}; pass hf_split= to choose one")
+    if split not in obj:
+        raise ValueError(f"{where} has no split {split!r}; available: {sorted(obj)}")
+    return obj[split]
+
+
+def _iter_rows(
+    src: str | Path, fmt: DataFormat, hf_split: str | None, hf_config: str | None
+) -> Iterator[dict[str, Any]]:
+    path = Path(src)
+    if fmt == "auto":
+        if path.exists():
+            fmt = _detect_format(path)
+        elif isinstance(src, str) and not src.startswith((".", "/", "~")) and src.count("/") == 1:
+            fmt = "hf"
+        else:
+            raise FileNotFoundError(f"no such data file or directory: {src}")
+    if fmt == "jsonl":
+        return _iter_jsonl(path)
+    if fmt == "json":
+        return _iter_json(path)
+    if fmt == "parquet":
+        return _iter_parquet(path)
+    if fmt == "arrow":
+        import datasets
+
+        if path.is_dir():
+            ds = _pick_split(datasets.load_from_disk(str(path)), hf_split, str(path))
+        else:
+            ds = datasets.Dataset.from_file(str(path))
+        return _iter_dataset(ds)
+    if fmt == "hf":
+        import datasets
+
+        # Real runs only (needs the hub or a local HF cache); tests never reach this.
+        ds = _pick_split(datasets.load_dataset(str(src), hf_config, split=hf_split), hf_split, str(src))
+        return _iter_dataset(ds)
+    raise ValueError(f"unknown data format {fmt!r}")
+
+
+# --------------------------------------------------------------------------- row -> Record
+
+_MISSING = object()
+
+
+def _get(row: dict[str, Any], key: str) -> Any:
+    """``row[key]``, or the nested value for a dotted key ("reward_model.ground_truth")."""
+    if key in row:
+        return row[key]
+    cur: Any = row
+    for part in key.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return _MISSING
+        cur = cur[part]
+    return cur
+
+
+def _answer_value(value: Any) -> str | list[str] | None:
+    """Numbers become strings, lists stay lists (of strings); None/empty means no answer."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, list | tuple):
+        items = [str(v) for v in value if v is not None and str(v).strip()]
+        return items or None
+    return None
+
+
+def _image_refs(value: Any, image_root: Path | None) -> list[ImageRef]:
+    """Images as bytes or paths: HF {"bytes", "path"} structs, PIL images (re-encoded as PNG),
+    raw bytes, or paths (relative ones resolved against ``image_root``)."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list | tuple) else [value]
+    refs: list[ImageRef] = []
+    for item in items:
+        if isinstance(item, dict):
+            data, path = item.get("bytes"), item.get("path")
+            item = data if data else path
+        if isinstance(item, bytes | bytearray):
+            refs.append(bytes(item))
+        elif isinstance(item, str):
+            if image_root is not None and not os.path.isabs(item) and "://" not in item:
+                item = str(image_root / item)
+            refs.append(item)
+        elif hasattr(item, "save"):  # a PIL image
+            refs.append(encode_png(item))
+        else:
+            raise TypeError(f"unsupported image value of type {type(item).__name__}")
+    return refs
+
+
+def _root_key(key: str | None) -> str | None:
+    return key.split(".", 1)[0] if key else None
+
+
+def load_records_with_report(
+    src: str | Path,
+    *,
+    question_key: str = "problem",
+    answer_key: str = "answer",
+    choices_key: str | None = "choices",
+    images_key: str | None = "images",
+    id_key: str | None = "id",
+    source: str | None = None,
+    split: str | None = None,
+    on_bad_record: OnBadRecord = "error",
+    format: DataFormat = "auto",
+    hf_split: str | None = None,
+    hf_config: str | None = None,
+    image_root: str | Path | None = None,
+    limit: int | None = None,
+) -> LoadResult:
+    """Read ``src`` into Records and report skipped rows.
+
+    ``src`` is a file (.jsonl, .json, .parquet, .arrow), an HF ``save_to_disk`` directory, or an
+    HF dataset id ("owner/name", loaded with ``datasets.load_dataset``). The optional keys
+    (choices, images, id) are used when the row has them. Ids default to ``{source}-{row}``
+    where ``source`` defaults to the row's ``source`` field, else the file or dataset name.
+    Relative image paths resolve against ``image_root`` (default: the file's folder).
+    ``limit`` stops after that many records (for quick runs).
+    """
+    if on_bad_record not in ("error", "skip"):
+        raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
+    where = str(src)
+    path = Path(src)
+    # Default source: the file's stem, the directory's name, or the dataset id's name part.
+    default_source = source or (path.stem if path.is_file() else path.name) or where
+    if image_root is None and path.exists():
+        image_root = path if path.is_dir() else path.parent
+    root = Path(image_root) if image_root is not None else None
+    consumed = {_root_key(k) for k in (question_key, answer_key, choices_key, images_key, id_key)} - {None}
+
+    records: list[Record] = []
+    skipped: Counter[str] = Counter()
+    n_rows = 0
+    for i, row in enumerate(_iter_rows(src, format, hf_split, hf_config)):
+        if limit is not None and len(records) >= limit:
+            break
+        n_rows += 1
+        problem = _get(row, question_key)
+        answer_raw = _get(row, answer_key)
+        answer = None if answer_raw is _MISSING else _answer_value(answer_raw)
+        problem_text = problem if isinstance(problem, str) else None
+        problem_bad = problem is _MISSING or problem_text is None or not problem_text.strip()
+        if answer is None or problem_bad:
+            if problem_bad:
+                reason = f"missing question key {question_key!r}" if problem is _MISSING else "empty problem"
+                bad_field = question_key
+            elif answer_raw is _MISSING:
+                reason, bad_field = f"missing answer key {answer_key!r}", answer_key
+            else:
+                reason, bad_field = "empty or unusable answer", answer_key
+            if on_bad_record == "error":
+                raise BadRecordError(
+                    f"{where}: row {i}: {reason} (field {bad_field!r}; row keys: {sorted(row)}); "
+                    "pass on_bad_record='skip' to drop such rows"
+                )
+            skipped[reason] += 1
+            continue
+
+        choices_raw = _get(row, choices_key) if choices_key else _MISSING
+        choices = (
+            [str(c) for c in choices_raw] if isinstance(choices_raw, list | tuple) and choices_raw else None
+        )
+        images_raw = _get(row, images_key) if images_key else _MISSING
+        images = [] if images_raw is _MISSING else _image_refs(images_raw, root)
+        rid = _get(row, id_key) if id_key else _MISSING
+        row_source = source or (row.get("source") if isinstance(row.get("source"), str) else None)
+        rec_source = row_source or default_source
+        metadata = dict(row.get("metadata") or {}) if isinstance(row.get("metadata"), dict) else {}
+        metadata.update(
+            {
+                k: v
+                for k, v in row.items()
+                if k not in consumed and k not in _RECORD_FIELDS and k != "metadata"
+            }
+        )
+        records.append(
+            Record(
+                id=str(rid) if rid is not _MISSING and rid is not None else f"{rec_source}-{i}",
+                problem=problem_text,
+                answer=answer,
+                choices=choices,
+                images=images,
+                source=rec_source,
+                split=split if split is not None else str(row.get("split") or ""),
+                metadata=metadata,
+            )
+        )
+    if skipped:
+        logger.warning(
+            "%s: skipped %d of %d rows: %s",
+            where,
+            sum(skipped.values()),
+            n_rows,
+            ", ".join(f"{n} {r}" for r, n in skipped.items()),
+        )
+    return LoadResult(records=records, n_rows=n_rows, skipped=skipped)
+
+
+def load_records(src: str | Path, **kwargs: Any) -> list[Record]:
+    """:func:`load_records_with_report` without the report (skips are still logged)."""
+    return load_records_with_report(src, **kwargs).records

@@ -1,0 +1,395 @@
+"""Answer normalisation, exact number parsing and a small safe LaTeX arithmetic evaluator.
+
+The evaluator works on Python floats only (no big integers, no symbolic algebra), has a
+recursion bound and refuses exponents past a fixed size, so its cost is linear in the
+input and it can never hang; it never calls ``eval``/``exec``. Anything it does not
+understand makes it return None, and the caller falls back to math-verify.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+
+# ---------------------------------------------------------------- normalisation
+
+_SPACING = re.compile(r"\\[,;:! ]|\\quad|\\qquad|~")
+_LEFT_RIGHT = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])")
+_DEGREE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree|\\circ")
+_TEXT_BLOCK = re.compile(r"\\(?:text|textrm|mbox|mathrm|textnormal|operatorname)\s*\{([^{}]*)\}")
+
+
+def clean(s: str) -> str:
+    """Drop math delimiters, spacing macros and trailing punctuation; keep the content.
+
+    Why: answers arrive as "$\\frac{1}{2}$.\\n" from datasets and "\\dfrac12" from models;
+    these layout differences must not decide correctness.
+    """
+    s = s.replace("\x00", "").replace("$", "").strip()
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = s.replace("\\displaystyle", "")
+    s = _LEFT_RIGHT.sub("", s)
+    s = _SPACING.sub(" ", s)
+    s = s.replace("\\%", "%")
+    s = s.strip()
+    while s and s[-1] in ".,;" and not s.endswith("\\,"):
+        s = s[:-1].rstrip()
+    return s
+
+
+def squash(s: str) -> str:
+    """Canonical string form for exact comparison: cleaned, text macros unwrapped, no spaces.
+
+    Why: the cheapest and safest equality test; when the strings agree no parser is needed.
+    """
+    s = clean(s)
+    s = _TEXT_BLOCK.sub(r"\1", s)
+    s = _DEGREE.sub("", s)
+    s = s.replace("{,}", ",")
+    return re.sub(r"\s+", "", s)
+
+
+_UNIT_WORDS = (
+    r"square\s+units?|sq\.?\s*units?|units?|cm|mm|km|m|in|inch(?:es)?|ft|feet|foot|meters?|"
+    r"centimeters?|millimeters?|yards?|yd|miles?|degrees?|deg|cents?|dollars?|hours?|minutes?|"
+    r"seconds?|sec|days?|years?"
+)
+_TRAILING_UNIT = re.compile(r"(?:\s|(?<=\d))(?:" + _UNIT_WORDS + r")(?:\s*\^\s*\{?\s*[23]\s*\}?)?\s*$")
+_TEXT_UNIT = re.compile(
+    r"\\(?:text|textrm|mbox|mathrm|textnormal)\s*\{\s*[A-Za-z][A-Za-z .]*\}(?:\s*\^\s*\{?\s*-?[0-9]\s*\}?)*"
+)
+
+
+def strip_units(s: str) -> str:
+    """Remove degree marks, currency signs and unit words/blocks from a numeric answer.
+
+    Why: "45^\\circ", "45°", "5 cm", "864 \\mbox{ inches}^2" and "\\$18.90" state a number;
+    the unit is not what is graded. If nothing but the unit is left, the input is returned
+    unchanged (then the answer really is text, e.g. "\\text{east}").
+    """
+    out = clean(s)
+    out = _DEGREE.sub("", out)
+    out = out.replace("\\$", "").replace("\\textdollar", "")
+    out = _TEXT_UNIT.sub(" ", out)
+    for _ in range(3):
+        new = _TRAILING_UNIT.sub("", out).strip()
+        if new == out:
+            break
+        out = new
+    out = out.strip()
+    return out if out else clean(s)
+
+
+_LHS_VAR = re.compile(r"^\s*(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?[A-Za-z0-9]+\}?)?\s*$")
+
+
+def split_equation(s: str) -> tuple[str, str] | None:
+    """Split "x = 5" into ("x", "5") when the left side is a lone variable; else None.
+
+    Why: "x = 5" and "5" are the same answer to "find x", and "N = n" vs "N = n+1" must be
+    judged on the right-hand sides (math-verify folds the case of symbols and gets it wrong).
+    """
+    if s.count("=") != 1 or any(t in s for t in ("\\le", "\\ge", "<", ">", "\\ne")):
+        return None
+    lhs, rhs = s.split("=")
+    if not _LHS_VAR.match(lhs) or not rhs.strip():
+        return None
+    return lhs.strip(), rhs.strip()
+
+
+# ---------------------------------------------------------------- exact plain numbers
+
+_PLAIN = re.compile(r"^([+-]?)(\d{1,3}(?:,\d{3})+|\d+)?(?:\.(\d+))?$")
+_SCI_TIMES = re.compile(r"^(.+?)(?:\\times|\\cdot|\*|x)10\^\{?([+-]?\d{1,4})\}?$")
+_SCI_E = re.compile(r"^([+-]?\d*\.?\d+)[eE]([+-]?\d{1,4})$")
+_POW10 = re.compile(r"^([+-]?)10\^\{?([+-]?\d{1,4})\}?$")
+_FRAC = re.compile(r"^([+-]?)\\frac\{?([+-]?\d{1,12})\}?\{?(\d{1,12})\}?$")
+_SLASH = re.compile(r"^([+-]?\d{1,12})/(\d{1,12})$")
+_MIXED = re.compile(r"^(\d{1,6})\\frac\{(\d{1,6})\}\{(\d{1,6})\}$")
+
+
+def _plain(s: str) -> Fraction | None:
+    m = _PLAIN.match(s)
+    if not m or (m.group(2) is None and m.group(3) is None):
+        return None
+    whole = (m.group(2) or "0").replace(",", "")
+    frac = m.group(3) or ""
+    value = Fraction(int(whole + frac), 10 ** len(frac))
+    return -value if m.group(1) == "-" else value
+
+
+def parse_number(s: str) -> Fraction | None:
+    """Exact value of a plainly written number, or None.
+
+    Accepts integers (also "10,080" thousands groups), decimals (".35"), percents (the
+    number before "%"), "4.5e33", "4.4 \\times 10^{7}", "10^{-3}", "\\frac{3}{56}", "-3/2"
+    and mixed numbers "1\\frac{4}{5}". Why: exact rational comparison settles the bulk of
+    numeric answers without sympy and without math-verify's absolute 6-decimal rounding,
+    which equates 8.2e-19 with 8.2e-20.
+    """
+    t = re.sub(r"\s+", "", clean(s)).replace("{,}", ",")
+    if not t or len(t) > 60:
+        return None
+    if t.endswith("%"):
+        t = t[:-1]
+    v = _plain(t)
+    if v is not None:
+        return v
+    m = _SCI_E.match(t)
+    if m:
+        base = _plain(m.group(1))
+        return None if base is None else base * Fraction(10) ** int(m.group(2))
+    m = _SCI_TIMES.match(t)
+    if m:
+        base = _plain(m.group(1))
+        return None if base is None else base * Fraction(10) ** int(m.group(2))
+    m = _POW10.match(t)
+    if m:
+        v = Fraction(10) ** int(m.group(2))
+        return -v if m.group(1) == "-" else v
+    m = _FRAC.match(t)
+    if m and int(m.group(3)) != 0:
+        v = Fraction(int(m.group(2)), int(m.group(3)))
+        return -v if m.group(1) == "-" else v
+    m = _SLASH.match(t)
+    if m and int(m.group(2)) != 0:
+        return Fraction(int(m.group(1)), int(m.group(2)))
+    m = _MIXED.match(t)
+    if m and int(m.group(3)) != 0:
+        return int(m.group(1)) + Fraction(int(m.group(2)), int(m.group(3)))
+    return None
+
+
+def decimals_written(s: str) -> int | None:
+    """Number of digits after the decimal point when ``s`` is a plain decimal ("4.70" -> 2).
+
+    Why: a decimal answer was rounded to that many places, which sets how close another
+    form of the same value has to be (see ``geometry.numbers_match``).
+    """
+    t = re.sub(r"\s+", "", strip_units(s))
+    m = _PLAIN.match(t)
+    if not m or m.group(3) is None:
+        return None
+    return len(m.group(3))
+
+
+# ---------------------------------------------------------------- safe float evaluator
+
+_MAX_EVAL_LEN = 300
+_MAX_DEPTH = 40
+_MAX_EXPONENT = 400.0
+
+_TOKEN = re.compile(
+    r"\s*(?:(\d+\.?\d*|\.\d+)|(\\[A-Za-z]+)|([-+*/^(){}\[\]])|(.))",
+    re.DOTALL,
+)
+_FUNCS = {
+    "\\sin": math.sin,
+    "\\cos": math.cos,
+    "\\tan": math.tan,
+    "\\ln": math.log,
+    "\\log": math.log10,
+}
+
+
+class _EvalError(Exception):
+    pass
+
+
+class _Parser:
+    """Recursive descent over a token list; every failure raises _EvalError."""
+
+    def __init__(self, tokens: list[tuple[str, str]]):
+        self.toks = tokens
+        self.i = 0
+        self.depth = 0
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def take(self) -> tuple[str, str]:
+        tok = self.peek()
+        if tok is None:
+            raise _EvalError("end of input")
+        self.i += 1
+        return tok
+
+    def expect(self, value: str) -> None:
+        kind, v = self.take()
+        if v != value:
+            raise _EvalError(f"expected {value}")
+
+    def enter(self) -> None:
+        self.depth += 1
+        if self.depth > _MAX_DEPTH:
+            raise _EvalError("too deep")
+
+    def expr(self) -> float:
+        self.enter()
+        value = self.term()
+        while (tok := self.peek()) is not None and tok[1] in "+-" and tok[0] == "op":
+            self.take()
+            rhs = self.term()
+            value = value + rhs if tok[1] == "+" else value - rhs
+        self.depth -= 1
+        return value
+
+    def _starts_atom(self, tok: tuple[str, str] | None) -> bool:
+        if tok is None:
+            return False
+        kind, v = tok
+        return kind == "num" or v in ("(", "{", "[") or (kind == "cmd" and v not in ("\\cdot", "\\times", "\\div"))
+
+    def term(self) -> float:
+        value = self.factor()
+        while True:
+            tok = self.peek()
+            if tok is None:
+                return value
+            if tok[1] in ("*", "\\cdot", "\\times"):
+                self.take()
+                value = value * self.factor()
+            elif tok[1] in ("/", "\\div"):
+                self.take()
+                den = self.factor()
+                if den == 0:
+                    raise _EvalError("division by zero")
+                value = value / den
+            elif self._starts_atom(tok):
+                value = value * self.factor()  # implicit product: 2\sqrt{3}, 12\pi
+            else:
+                return value
+
+    def factor(self) -> float:
+        tok = self.peek()
+        if tok is not None and tok[0] == "op" and tok[1] in "+-":
+            self.take()
+            inner = self.factor()
+            return -inner if tok[1] == "-" else inner
+        return self.power()
+
+    def power(self) -> float:
+        base = self.atom()
+        tok = self.peek()
+        if tok is not None and tok[1] == "^":
+            self.take()
+            nxt = self.peek()
+            if nxt is not None and nxt[0] == "num":
+                # LaTeX x^23 is x^2 * 3: an unbraced exponent is one character.
+                self.take()
+                digits = nxt[1]
+                exp = float(digits[0])
+                if len(digits) > 1:
+                    self.toks.insert(self.i, ("num", digits[1:]))
+            else:
+                self.enter()
+                exp = self.factor()
+                self.depth -= 1
+            if abs(exp) > _MAX_EXPONENT:
+                raise _EvalError("exponent too large")
+            try:
+                result = base**exp
+            except (OverflowError, ZeroDivisionError) as e:
+                raise _EvalError(str(e)) from e
+            if isinstance(result, complex):
+                raise _EvalError("complex")
+            return result
+        return base
+
+    def group(self) -> float:
+        self.expect("{")
+        value = self.expr()
+        self.expect("}")
+        return value
+
+    def atom(self) -> float:
+        kind, v = self.take()
+        if kind == "num":
+            return float(v)
+        if v in ("(", "{", "["):
+            close = {"(": ")", "{": "}", "[": "]"}[v]
+            value = self.expr()
+            self.expect(close)
+            return value
+        if kind == "cmd":
+            if v == "\\frac":
+                num = self._arg()
+                den = self._arg()
+                if den == 0:
+                    raise _EvalError("division by zero")
+                return num / den
+            if v == "\\sqrt":
+                index = 2.0
+                if (tok := self.peek()) is not None and tok[1] == "[":
+                    self.take()
+                    index = self.expr()
+                    self.expect("]")
+                radicand = self._arg()
+                if radicand < 0 or index == 0:
+                    raise _EvalError("bad root")
+                return radicand ** (1.0 / index)
+            if v == "\\pi":
+                return math.pi
+            if v in _FUNCS:
+                arg = self.factor()
+                try:
+                    return _FUNCS[v](math.radians(arg) if v in ("\\sin", "\\cos", "\\tan") else arg)
+                except ValueError as e:
+                    raise _EvalError(str(e)) from e
+        raise _EvalError(f"unsupported token {v!r}")
+
+    def _arg(self) -> float:
+        """A macro argument: {expr} or a single digit (\\frac12)."""
+        tok = self.peek()
+        if tok is not None and tok[0] == "num":
+            self.take()
+            digits = tok[1]
+            if len(digits) > 1:
+                self.toks.insert(self.i, ("num", digits[1:]))
+            return float(digits[0])
+        if tok is not None and tok[1] == "{":
+            return self.group()
+        return self.atom()
+
+
+def _tokenize(s: str) -> list[tuple[str, str]]:
+    tokens: list[tuple[str, str]] = []
+    for m in _TOKEN.finditer(s):
+        num, cmd, op, other = m.groups()
+        if num is not None:
+            tokens.append(("num", num))
+        elif cmd is not None:
+            tokens.append(("cmd", cmd))
+        elif op is not None:
+            tokens.append(("op", op))
+        elif other is not None and not other.isspace():
+            raise _EvalError(f"unsupported character {other!r}")
+    return tokens
+
+
+def evaluate(s: str) -> float | None:
+    """Float value of a closed-form LaTeX number ("2\\sqrt{221}", "\\frac{40}{3}", "12\\pi").
+
+    Why: comparing geometry answers numerically needs exact forms and decimals on one scale;
+    this covers the arithmetic that appears in answers without sympy's cost or risks.
+    Returns None for anything with variables, sets, text or odd structure.
+    """
+    if not isinstance(s, str):
+        return None
+    t = strip_units(s)
+    if not t or len(t) > _MAX_EVAL_LEN or "," in t or "=" in t:
+        return None
+    try:
+        tokens = _tokenize(t)
+        if not tokens:
+            return None
+        parser = _Parser(tokens)
+        value = parser.expr()
+        if parser.peek() is not None:
+            return None
+    except (_EvalError, RecursionError, ValueError, OverflowError):
+        return None
+    if not isinstance(value, float) or not math.isfinite(value):
+        return None
+    return value

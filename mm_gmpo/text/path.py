@@ -1,0 +1,65 @@
+"""The text path: prompts from records, collation and the causal-LM forward.
+
+The loop talks to this through the same small interface as the VL path
+(``build_prompt``, ``collate``, ``forward``); only what differs between text and images lives here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mm_gmpo.data.records import Record
+from mm_gmpo.data.templates import PromptTemplate, apply_template, get_template
+from mm_gmpo.rollout.base import PromptInput, Rollout
+from mm_gmpo.train.collate import TrainBatch, collate_prompt_response, response_logp_and_entropy
+
+
+class BadRecordError(ValueError):
+    """A record the path cannot turn into a prompt; the message names the record."""
+
+
+class TextPolicyPath:
+    """Qwen2-style causal LMs on text prompts."""
+
+    def __init__(self, tokenizer, template: str | PromptTemplate, max_prompt_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.template = get_template(template) if isinstance(template, str) else template
+        self.max_prompt_len = max_prompt_len
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else tokenizer.eos_token_id
+
+    def build_prompt(self, record: Record) -> PromptInput:
+        """Template and tokenize; an empty or over-long prompt is refused, never truncated."""
+        if not str(record.problem).strip():
+            raise BadRecordError(f"record {record.id!r}: empty problem text")
+        text = apply_template(self.template, record, self.tokenizer)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > self.max_prompt_len:
+            raise BadRecordError(
+                f"record {record.id!r}: prompt is {len(ids)} tokens, over data.max_prompt_len={self.max_prompt_len}"
+            )
+        return PromptInput(input_ids=list(ids))
+
+    def collate(self, rollout: Rollout, rows: list[int]) -> TrainBatch:
+        return collate_prompt_response(
+            [rollout.prompt_ids[r] for r in rows], [rollout.response_ids[r] for r in rows], self.pad_id
+        )
+
+    def forward(
+        self, model: nn.Module, batch: TrainBatch, temperature: float, with_entropy: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs [B, R] (and entropy [B, R]) of the response tokens under ``model``."""
+        width_r = batch.response_ids.shape[1]
+        out = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            logits_to_keep=width_r + 1,
+            use_cache=False,
+        )
+        logits = out.logits[:, :-1]  # [B, R, V]: position P-1+t predicts response token t
+        return response_logp_and_entropy(logits, batch.response_ids, temperature, with_entropy)
+
+    def decode(self, rollout: Rollout) -> list[str]:
+        return self.tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)

@@ -1,0 +1,234 @@
+"""Assemble a run from its config: model, tokenizer, data, path, engines, scorer, trainer.
+
+Kept apart from the loop so the loop stays one readable flow and tests can build a trainer
+from a config in one call.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mm_gmpo.data.records import Record
+from mm_gmpo.train import dist
+from mm_gmpo.train.checkpoint import latest_checkpoint
+from mm_gmpo.train.config import Config
+from mm_gmpo.train.engine import OptimSettings, TorchEngine
+from mm_gmpo.train.logging import MetricsLogger
+from mm_gmpo.train.loop import ScoreFn, Trainer
+
+log = logging.getLogger("mm_gmpo")
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    try:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+    except KeyError:
+        raise ValueError(f"model.dtype: auto, bf16, fp16 or fp32, got {name!r}") from None
+
+
+def resolve_model_path(cfg: Config) -> Path | str:
+    """A ``tiny:*`` model is built (seeded) under the run's directory; anything else is passed on."""
+    spec = cfg.model.path
+    if not spec.startswith("tiny:"):
+        return spec
+    from mm_gmpo.testing import build_tiny_qwen2, build_tiny_qwen2_5_vl
+
+    kind = spec.split(":", 1)[1]
+    builders = {"qwen2": build_tiny_qwen2, "qwen2_5_vl": build_tiny_qwen2_5_vl}
+    if kind not in builders:
+        raise ValueError(f"model.path: unknown tiny model {spec!r}; use tiny:qwen2 or tiny:qwen2_5_vl")
+    out = Path(cfg.train.output_dir) / "tiny_model"
+    if dist.is_main() and not (out / "config.json").exists():
+        builders[kind](out, seed=cfg.train.seed, **cfg.model.tiny_overrides)
+    dist.barrier()
+    return out
+
+
+def load_records(source: str, cfg: Config, split: str) -> list[Record]:
+    """Records from a file / HF id, or the built-in synthetic task."""
+    if source.startswith("synthetic:"):
+        from mm_gmpo.data.synthetic import make_arithmetic_records
+
+        task = source.split(":", 1)[1]
+        if task != "arithmetic":
+            raise ValueError(f"data: unknown synthetic task {source!r} (known: synthetic:arithmetic)")
+        size = cfg.data.synthetic_train_size if split == "train" else cfg.data.synthetic_eval_size
+        return make_arithmetic_records(
+            size, seed=cfg.train.seed, split="train" if split == "train" else "test"
+        )
+    from mm_gmpo.data.loaders import load_records_with_report
+
+    result = load_records_with_report(
+        source,
+        question_key=cfg.data.question_key,
+        answer_key=cfg.data.answer_key,
+        on_bad_record=cfg.data.on_bad_record,
+    )
+    if result.n_skipped:
+        log.warning("%s: skipped %d bad records", source, result.n_skipped)
+    return result.records
+
+
+def make_score_fn(cfg: Config) -> tuple[ScoreFn, Any]:
+    """The batch scorer as the loop calls it; returns the scorer too so it can be closed."""
+    from mm_gmpo.rewards import RewardScorer
+
+    scorer = RewardScorer(
+        kind=cfg.reward.kind,
+        timeout_s=cfg.reward.timeout_s,
+        num_workers=cfg.reward.num_workers,
+        accuracy_weight=cfg.reward.accuracy_weight,
+        format_weight=cfg.reward.format_weight,
+    )
+
+    def score(texts: list[str], records: list[Record], truncated: list[bool]):
+        result = scorer.score(texts, records, truncated=truncated)
+        return list(result.rewards), list(result.accuracy), dict(result.counters)
+
+    return score, scorer
+
+
+def optim_settings(cfg: Config) -> OptimSettings:
+    total_updates = max(1, cfg.train.steps * cfg.train.ppo_epochs * cfg.train.mini_batches)
+    return OptimSettings(
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+        betas=(float(cfg.optim.betas[0]), float(cfg.optim.betas[1])),
+        grad_clip=cfg.optim.grad_clip,
+        scheduler=cfg.optim.scheduler,
+        warmup_steps=cfg.optim.warmup_steps,
+        total_steps=total_updates,
+    )
+
+
+def make_engine(cfg: Config, model: torch.nn.Module):
+    settings = optim_settings(cfg)
+    if cfg.train.engine == "torch":
+        if dist.world_size() > 1:
+            raise ValueError(
+                "train.engine=torch runs in one process; use train.engine=deepspeed with torchrun"
+            )
+        return TorchEngine(model, settings)
+    from mm_gmpo.train.ds_engine import DeepSpeedEngine
+
+    return DeepSpeedEngine(
+        model,
+        settings,
+        zero_stage=cfg.train.zero_stage,
+        bf16=resolve_dtype(cfg.model.dtype) == torch.bfloat16,
+    )
+
+
+@dataclass
+class Run:
+    """Everything a training run holds, for the CLI, the demo and tests."""
+
+    cfg: Config
+    trainer: Trainer
+    tokenizer: Any
+    eval_records: list[Record]
+    scorer: Any
+    logger: MetricsLogger
+    resumed_from: Path | None
+
+    def close(self) -> None:
+        self.logger.close()
+        if hasattr(self.scorer, "close"):
+            self.scorer.close()
+
+
+def pick_resume(cfg: Config) -> Path | None:
+    if cfg.train.resume == "never":
+        return None
+    if cfg.train.resume == "auto":
+        return latest_checkpoint(cfg.train.output_dir)
+    return Path(cfg.train.resume)
+
+
+def build_run(cfg: Config) -> Run:
+    """Model (from the checkpoint when resuming), data, path, engines, scorer and logger."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mm_gmpo.rollout.hf import HFGenerateEngine
+    from mm_gmpo.text.path import TextPolicyPath
+
+    if cfg.path != "text":
+        raise NotImplementedError("path: vl is not wired into the trainer yet (issue 5); use path: text")
+    dist.init_distributed()
+    torch.manual_seed(cfg.train.seed)
+    resume = pick_resume(cfg)
+    model_dir = resolve_model_path(cfg)
+    load_from = (resume / "model") if resume is not None else model_dir
+    tokenizer = AutoTokenizer.from_pretrained(load_from, trust_remote_code=cfg.model.trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        load_from, dtype=resolve_dtype(cfg.model.dtype), trust_remote_code=cfg.model.trust_remote_code
+    )
+    if torch.cuda.is_available():
+        model = model.to(f"cuda:{dist.local_rank()}")
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    engine = make_engine(cfg, model)
+    path = TextPolicyPath(tokenizer, cfg.data.template, cfg.data.max_prompt_len)
+    pad = path.pad_id
+    if cfg.rollout.engine == "vllm":
+        raise NotImplementedError("rollout.engine: vllm is its own issue (8); use rollout.engine: hf")
+    rollout = HFGenerateEngine(engine.unwrapped_model(), pad, batch_size=cfg.rollout.batch_size)
+    stop_ids = stop_token_ids(tokenizer, model)
+    score, scorer = make_score_fn(cfg)
+    train_records = load_records(cfg.data.train, cfg, "train")
+    eval_records = load_records(cfg.data.eval, cfg, "eval") if cfg.data.eval else []
+    if cfg.data.eval_limit:
+        eval_records = eval_records[: cfg.data.eval_limit]
+    logger = MetricsLogger(
+        cfg.train.output_dir,
+        tensorboard=cfg.train.log_tensorboard,
+        wandb=cfg.train.log_wandb,
+        config=cfg.to_dict(),
+        resume_step=_resume_step(resume),
+        enabled=dist.is_main(),
+    )
+    trainer = Trainer(
+        cfg,
+        path=path,
+        engine=engine,
+        rollout_engine=rollout,
+        score=score,
+        train_records=train_records,
+        stop_token_ids=stop_ids,
+        logger=logger,
+        tokenizer=tokenizer,
+    )
+    if resume is not None:
+        trainer.restore(resume)
+        log.info("resumed from %s at step %d", resume, trainer.state.step)
+    return Run(cfg, trainer, tokenizer, eval_records, scorer, logger, resume)
+
+
+def _resume_step(resume: Path | None) -> int | None:
+    if resume is None:
+        return 0
+    return int(resume.name.split("_")[-1])
+
+
+def stop_token_ids(tokenizer, model) -> list[int]:
+    """End-of-sequence ids: the generation config's, plus <|im_end|> / <|endoftext|> when known."""
+    ids: list[int] = []
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids.extend(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    for tok in ("<|im_end|>", "<|endoftext|>"):
+        tid = tokenizer.convert_tokens_to_ids(tok)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
+            ids.append(tid)
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    out = sorted(set(ids))
+    if not out:
+        raise ValueError("no end-of-sequence token found in the tokenizer or generation config")
+    return out

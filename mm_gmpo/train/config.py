@@ -1,0 +1,303 @@
+"""Run configuration: dataclasses with a help text per field, YAML plus dotted overrides.
+
+``mm-gmpo train configs/x.yaml optim.lr=1e-6 loss.name=grpo`` loads the YAML, applies the
+overrides (values parsed as YAML scalars), builds the dataclasses and validates once; every
+error names the offending field (``optim.lr``), never a stack frame deep in the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the field."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class ModelConfig:
+    path: str = _f(
+        "tiny:qwen2", "HF hub id, local directory, or 'tiny:qwen2' / 'tiny:qwen2_5_vl' (built locally)"
+    )
+    dtype: str = _f("auto", "auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 or fp32")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
+    trust_remote_code: bool = _f(False, "let transformers run model code shipped with the checkpoint")
+    tiny_overrides: dict = _f({}, "config overrides for a tiny:* model (e.g. hidden_size)")
+
+
+@dataclass
+class DataConfig:
+    train: str = _f(
+        "synthetic:arithmetic", "jsonl/parquet/arrow path, HF dataset id, or synthetic:arithmetic"
+    )
+    eval: str = _f("", "held-out set (same forms as train); empty: none")
+    question_key: str = _f("problem", "field holding the question")
+    answer_key: str = _f("answer", "field holding the ground truth")
+    template: str = _f("qwen_math", "prompt template: qwen_math, r1, none, geometry")
+    max_prompt_len: int = _f(1024, "prompts longer than this (tokens) are refused or skipped, never cut")
+    on_bad_record: str = _f("skip", "error: stop with a message naming the record; skip: count, log, go on")
+    synthetic_train_size: int = _f(2000, "records in a synthetic training set")
+    synthetic_eval_size: int = _f(200, "records in a synthetic held-out set")
+    eval_limit: int = _f(0, "evaluate on at most this many held-out records (0: all)")
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = _f("hf", "hf (transformers generate) or vllm")
+    n: int = _f(8, "responses per prompt (the group size G)")
+    temperature: float = _f(1.0, "sampling temperature (also applied in the trainer's log-probs)")
+    top_p: float = _f(1.0, "nucleus sampling")
+    max_new_tokens: int = _f(3000, "response length limit; a response that hits it is truncated (reward 0)")
+    batch_size: int = _f(64, "prompts per generate() call")
+    gpu_memory_utilization: float = _f(0.35, "vLLM: fraction of GPU memory for the engine")
+
+
+@dataclass
+class LossConfig:
+    name: str = _f(
+        "gmpo",
+        "loss from the registry: gmpo, gmpo_noclip, gmpo_seqclip, gmpo_nonorm, grpo, dr_grpo, dapo, gspo",
+    )
+    clip_low: float | None = _f(
+        None, "lower clip (log space for gmpo*, ratio space otherwise); None: the loss's default"
+    )
+    clip_high: float | None = _f(None, "upper clip; None: the loss's default")
+    kl_coef: float = _f(0.0, "KL-to-reference coefficient (k3); 0 as in the paper")
+    adv_std_normalize: bool | None = _f(None, "divide advantages by the group std; None: True except dr_grpo")
+    filter_zero_variance: bool = _f(False, "drop groups whose rewards are all equal (DAPO dynamic sampling)")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = _f(1e-6, "peak learning rate (AdamW)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    betas: list = _f([0.9, 0.999], "AdamW betas")
+    grad_clip: float = _f(1.0, "max global gradient norm (0: off)")
+    scheduler: str = _f("constant", "constant or cosine")
+    warmup_steps: int = _f(0, "linear warm-up, in optimizer steps")
+
+
+@dataclass
+class RewardConfig:
+    kind: str = _f("math", "math (accuracy 1/0) or geometry (accuracy + format)")
+    accuracy_weight: float = _f(0.9, "geometry: weight of accuracy")
+    format_weight: float = _f(0.1, "geometry: weight of the <think>/\\boxed{} format")
+    timeout_s: float = _f(5.0, "hard limit per verification (worker killed)")
+    num_workers: int = _f(2, "verifier worker processes")
+
+
+@dataclass
+class WarmStartConfig:
+    steps: int = _f(0, "supervised steps on the ground-truth answers before RL (demo only; 0: none)")
+    lr: float = _f(1e-3, "learning rate of the warm-start")
+    batch_size: int = _f(32, "records per warm-start step")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = _f("runs/demo", "where metrics, checkpoints and plots go")
+    seed: int = _f(0, "seed for model init, data order and sampling")
+    steps: int = _f(100, "RL steps (one rollout batch each)")
+    prompts_per_step: int = _f(16, "prompts per RL step (global, over all ranks)")
+    ppo_epochs: int = _f(1, "passes over each rollout batch (K)")
+    mini_batches: int = _f(1, "optimizer steps per pass (the rollout batch is cut into this many)")
+    micro_batch_size: int = _f(8, "sequences per forward/backward")
+    engine: str = _f("torch", "torch (one process) or deepspeed")
+    zero_stage: int = _f(2, "DeepSpeed ZeRO stage 0-3")
+    save_every: int = _f(0, "checkpoint every N steps (0: only at the end)")
+    keep_checkpoints: int = _f(2, "how many recent checkpoints to keep")
+    resume: str = _f("auto", "auto: newest complete checkpoint in output_dir; never; or a checkpoint path")
+    eval_every: int = _f(0, "evaluate on the held-out set every N steps (0: before and after only)")
+    log_tensorboard: bool = _f(True, "write tensorboard event files")
+    log_wandb: bool = _f(False, "log to wandb (needs the wandb extra)")
+    progress: bool = _f(True, "show a progress bar")
+
+
+@dataclass
+class Config:
+    path: str = _f("text", "text or vl: which policy path serves the run")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- loading
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.field=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {key}: cannot parse value {raw!r}: {exc}") from None
+    return key.strip().split("."), value
+
+
+def _set_dotted(tree: dict, keys: list[str], value: Any) -> None:
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {'.'.join(keys)}: {k} is not a section")
+    node[keys[-1]] = value
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> Any:
+    """Coerce the few safe cases (int -> float) and refuse the rest with the field's name."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return _check_type(name, value, opt)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{name}: expected {annotation}, got {value!r}")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-6" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif annotation in (list, dict) or origin in (list, dict):
+        if isinstance(value, origin or annotation):
+            return value
+    else:
+        return value
+    raise ConfigError(f"{name}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
+
+
+def _build(cls: type, tree: dict, prefix: str) -> Any:
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {tree!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown config field {dotted}{hint}")
+        ftype = typing.get_type_hints(cls)[key]
+        if dataclasses.is_dataclass(ftype):
+            kwargs[key] = _build(ftype, value or {}, f"{dotted}.")
+        else:
+            kwargs[key] = _check_type(dotted, value, ftype)
+    return cls(**kwargs)
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> Config:
+    """Cross-field checks, all in one place."""
+    from mm_gmpo.objective import LOSSES
+
+    _require(cfg.path in ("text", "vl"), f"path: must be text or vl, got {cfg.path!r}")
+    _require(
+        cfg.loss.name in LOSSES, f"loss.name: {cfg.loss.name!r} is not one of {', '.join(sorted(LOSSES))}"
+    )
+    for side in ("clip_low", "clip_high"):
+        v = getattr(cfg.loss, side)
+        _require(v is None or v >= 0, f"loss.{side}: must be >= 0, got {v}")
+    _require(cfg.rollout.engine in ("hf", "vllm"), f"rollout.engine: hf or vllm, got {cfg.rollout.engine!r}")
+    _require(cfg.rollout.n >= 1, f"rollout.n: must be >= 1, got {cfg.rollout.n}")
+    _require(cfg.rollout.max_new_tokens >= 1, "rollout.max_new_tokens: must be >= 1")
+    _require(0 < cfg.rollout.top_p <= 1, f"rollout.top_p: must be in (0, 1], got {cfg.rollout.top_p}")
+    _require(cfg.rollout.temperature > 0, "rollout.temperature: must be > 0 for RL sampling")
+    _require(cfg.optim.lr > 0, f"optim.lr: must be > 0, got {cfg.optim.lr}")
+    _require(cfg.optim.scheduler in ("constant", "cosine"), "optim.scheduler: constant or cosine")
+    _require(len(cfg.optim.betas) == 2, "optim.betas: two numbers")
+    _require(cfg.data.on_bad_record in ("error", "skip"), "data.on_bad_record: error or skip")
+    _require(cfg.data.max_prompt_len >= 1, "data.max_prompt_len: must be >= 1")
+    _require(cfg.reward.kind in ("math", "geometry"), "reward.kind: math or geometry")
+    t = cfg.train
+    _require(t.steps >= 0, "train.steps: must be >= 0")
+    _require(t.prompts_per_step >= 1, "train.prompts_per_step: must be >= 1")
+    _require(t.ppo_epochs >= 1, "train.ppo_epochs: must be >= 1")
+    _require(t.mini_batches >= 1, "train.mini_batches: must be >= 1")
+    _require(t.micro_batch_size >= 1, "train.micro_batch_size: must be >= 1")
+    _require(t.engine in ("torch", "deepspeed"), f"train.engine: torch or deepspeed, got {t.engine!r}")
+    _require(t.zero_stage in (0, 1, 2, 3), "train.zero_stage: 0, 1, 2 or 3")
+    _require(
+        t.resume in ("auto", "never") or Path(t.resume).exists(),
+        f"train.resume: auto, never, or an existing checkpoint path (got {t.resume!r})",
+    )
+    _require(
+        t.prompts_per_step >= t.mini_batches,
+        f"train.mini_batches ({t.mini_batches}) cannot exceed train.prompts_per_step ({t.prompts_per_step})",
+    )
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """YAML file (optional) + ``section.field=value`` overrides -> a validated :class:`Config`."""
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    for item in overrides or []:
+        keys, value = _parse_override(item)
+        _set_dotted(tree, keys, value)
+    return validate(_build(Config, tree, ""))
+
+
+def describe() -> str:
+    """Every field with its default and help text (``mm-gmpo config``)."""
+    lines = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"{prefix}{f.name} = {default!r}    # {f.metadata.get('help', '')}")
+
+    walk(Config, "")
+    return "\n".join(lines)
