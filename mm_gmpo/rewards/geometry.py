@@ -11,8 +11,8 @@ decimals ("4.7" for 2\\sqrt{5.5}=4.690...), and a model may give the exact form 
 differently. Two numbers match when they differ by at most half a unit in the last place of
 the less precise *decimal* among them (so "4.7" accepts 4.69, 4.7, 4.704 and 2\\sqrt{5.5},
 but not 4.6 or 4.8). Integers and exact forms (fractions, roots, pi) are taken as exact: when
-neither side is a decimal, the relative tolerance is 1e-6 (float noise only), so "66" does
-not accept 66.4 and "\\frac{40}{3}" does not accept 13.3 -- but "13.33" does.
+neither side is a decimal, the relative tolerance is 1e-6 (float noise only). So "66" does
+not accept 66.4, and "\\frac{40}{3}" accepts its roundings 13.3 and 13.33 but not 13.4.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ _SCI_E = re.compile(r"^([+-]?\d*\.?\d+)[eE]([+-]?\d{1,4})$")
 _POW10 = re.compile(r"^([+-]?)10\^\{?([+-]?\d{1,4})\}?$")
 _FRAC = re.compile(r"^([+-]?)\\frac\{?([+-]?\d{1,12})\}?\{?(\d{1,12})\}?$")
 _SLASH = re.compile(r"^([+-]?\d{1,12})/(\d{1,12})$")
-_MIXED = re.compile(r"^(\d{1,6})\\frac\{(\d{1,6})\}\{(\d{1,6})\}$")
+_MIXED = re.compile(r"^(\d{1,6})\\frac(?:\{(\d{1,6})\}|(\d))(?:\{(\d{1,6})\}|(\d))$")
 
 
 def _plain(s: str) -> Fraction | None:
@@ -156,8 +156,10 @@ def parse_number(s: str) -> Fraction | None:
     if m and int(m.group(2)) != 0:
         return Fraction(int(m.group(1)), int(m.group(2)))
     m = _MIXED.match(t)
-    if m and int(m.group(3)) != 0:
-        return int(m.group(1)) + Fraction(int(m.group(2)), int(m.group(3)))
+    if m:
+        num, den = int(m.group(2) or m.group(3)), int(m.group(4) or m.group(5))
+        if den != 0 and num < den:  # "1\frac{4}{5}" is 1 + 4/5 only when it is a proper fraction
+            return int(m.group(1)) + Fraction(num, den)
     return None
 
 

@@ -209,6 +209,8 @@ class DeepSpeedEngine:
 
     def load_state(self, directory: Path) -> None:
         """Restore what :meth:`save_state` wrote (also the weights DeepSpeed saved with it)."""
+        if not (Path(directory) / CHECKPOINT_TAG).is_dir():  # DeepSpeed would only assert
+            raise FileNotFoundError(f"no DeepSpeed checkpoint '{CHECKPOINT_TAG}' under {directory}")
         path, _ = self.engine.load_checkpoint(
             str(directory), tag=CHECKPOINT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True
         )

@@ -94,7 +94,8 @@ def reference_step(
 
 
 def full_state(engine) -> dict[str, torch.Tensor] | None:
-    """Full weights on rank 0 (collective under ZeRO-3); None on other ranks."""
+    """A snapshot (copied, not a view) of the full weights on rank 0, collective under ZeRO-3;
+    None on other ranks."""
     from mm_gmpo.train import dist
 
     gathered = engine.state_dict_for_save()
@@ -102,7 +103,7 @@ def full_state(engine) -> dict[str, torch.Tensor] | None:
         return None
     if gathered is None:
         gathered = engine.unwrapped_model().state_dict()
-    return {k: v.detach().float().cpu() for k, v in gathered.items()}
+    return {k: v.detach().float().cpu().clone() for k, v in gathered.items()}
 
 
 def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

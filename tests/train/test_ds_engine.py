@@ -1,0 +1,232 @@
+"""The DeepSpeed engine takes the same optimizer step as TorchEngine, on one rank and on two.
+
+The loop relies on three properties tested here: micro-batch losses already divided by the
+global unit count are not rescaled (one step over two micro-batches equals one full-batch
+TorchEngine step), gradients are averaged across ranks (two ranks with
+``denominator = global_units / 2`` equal the single-process full batch), and the checkpoint
+restores weights, optimizer moments and the LR schedule (a resumed run continues exactly).
+The optimizer is set up so its first update is nearly linear in the gradient (see
+``SETTINGS_LINEAR``), so a gradient scaled by any wrong factor shows in the parameters.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from mm_gmpo.testing import tiny_model_dir
+from mm_gmpo.train import dist
+from mm_gmpo.train.ds_engine import DeepSpeedEngine, build_ds_config
+from mm_gmpo.train.engine import OptimSettings
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _load_helpers():
+    """The worker script doubles as the helper module (one copy of the batch and reference)."""
+    spec = importlib.util.spec_from_file_location("ds_two_rank_worker", HERE / "ds_two_rank_worker.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+H = _load_helpers()
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    return tiny_model_dir("qwen2")
+
+
+@pytest.fixture(scope="module")
+def batch(model_dir: Path) -> dict[str, torch.Tensor]:
+    return H.build_batch(model_dir)
+
+
+@pytest.fixture(scope="module")
+def single_rank() -> Iterator[None]:
+    """A world-size-1 gloo group for this module's DeepSpeed engines, removed afterwards."""
+    saved = {key: os.environ.pop(key) for key in DIST_ENV if key in os.environ}
+    dist.init_distributed()
+    assert dist.world_size() == 1
+    yield
+    dist.shutdown()
+    for key in DIST_ENV:
+        os.environ.pop(key, None)
+    os.environ.update(saved)
+
+
+# --- cheap checks that need no process group -------------------------------------------------
+
+
+def test_importing_the_engine_does_not_import_deepspeed() -> None:
+    code = (
+        "import sys, mm_gmpo, mm_gmpo.train.ds_engine, mm_gmpo.train.dist; "
+        "assert 'deepspeed' not in sys.modules, 'deepspeed imported eagerly'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=REPO)
+
+
+def test_missing_deepspeed_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # makes `import deepspeed` fail
+    with pytest.raises(ImportError, match="'deepspeed' package"):
+        DeepSpeedEngine(nn.Linear(2, 2), OptimSettings())
+
+
+def test_config_owns_the_step_boundary_and_clips() -> None:
+    settings = OptimSettings(grad_clip=0.5)
+    cfg = build_ds_config(settings, zero_stage=2, bf16=False, extra_config={"zero_optimization": {"x": 1}})
+    assert cfg["managed_gradient_accumulation"] is False
+    assert cfg["gradient_accumulation_steps"] == 1
+    assert cfg["gradient_clipping"] == 0.5
+    assert cfg["zero_optimization"] == {"stage": 2, "x": 1}  # merged, not replaced
+    # stage 0 in fp32 clips in the engine's own hook, so DeepSpeed must not clip twice
+    assert build_ds_config(settings, zero_stage=0, bf16=False)["gradient_clipping"] == 0.0
+    assert build_ds_config(settings, zero_stage=0, bf16=True)["gradient_clipping"] == 0.5
+    with pytest.raises(ValueError, match="zero_stage"):
+        build_ds_config(settings, zero_stage=4, bf16=False)
+
+
+# --- one rank: DeepSpeed over two micro-batches == TorchEngine on the full batch ---------------
+
+
+@pytest.mark.parametrize(
+    ("stage", "grad_clip", "checkpointing"),
+    [
+        (0, 1.0, False),  # our clip hook; clipping active (norm ~5)
+        (1, 0.0, False),
+        (2, 0.0, True),  # no clipping: parameters expose any gradient scale error
+        (3, 1.0, False),  # DeepSpeed's clipping; weights gathered by state_dict_for_save
+    ],
+)
+def test_two_micro_batches_match_torch_engine_full_batch(
+    single_rank: None,
+    model_dir: Path,
+    batch: dict[str, torch.Tensor],
+    stage: int,
+    grad_clip: float,
+    checkpointing: bool,
+) -> None:
+    settings = OptimSettings(**H.SETTINGS_LINEAR, grad_clip=grad_clip)
+    ref_loss, ref_stats, ref_state = H.reference_step(model_dir, settings, batch, "gmpo")
+
+    engine = DeepSpeedEngine(
+        H.load_model(model_dir), settings, zero_stage=stage, gradient_checkpointing=checkpointing
+    )
+    if checkpointing:
+        assert engine.unwrapped_model().is_gradient_checkpointing
+    loss = H.micro_losses(engine, batch, list(range(H.BATCH)), 2, "gmpo", float(H.BATCH))
+    stats = engine.step()
+    state = H.full_state(engine)
+
+    initial = H.load_model(model_dir).state_dict()
+    assert loss == pytest.approx(ref_loss, abs=1e-6)
+    assert stats["lr"] == pytest.approx(ref_stats["lr"])
+    assert stats["grad_norm"] == pytest.approx(ref_stats["grad_norm"], rel=1e-5)
+    if grad_clip:
+        assert stats["grad_norm"] > 2 * grad_clip  # the clip really cut the update
+    assert set(state) == set(ref_state)
+    assert H.max_abs_diff(ref_state, initial) > 1e-3  # the step moved the weights...
+    assert H.max_abs_diff(state, ref_state) < 1e-6  # ...exactly as the full-batch step did
+
+
+def test_checkpoint_round_trip_resumes_exactly(
+    single_rank: None, model_dir: Path, batch: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    """Save after step 1; a fresh engine that loads it takes the same step 2 as the original.
+
+    Warm-up makes the LR differ per step and AdamW's moments make step 2 depend on step 1, so
+    the comparison fails if the schedule, the optimizer state or the weights are not restored.
+    """
+    settings = OptimSettings(lr=1e-2, warmup_steps=3, total_steps=10, scheduler="cosine", grad_clip=1.0)
+    rows = list(range(H.BATCH))
+
+    def one_step(engine: DeepSpeedEngine) -> dict[str, float]:
+        H.micro_losses(engine, batch, rows, 2, "gmpo", float(H.BATCH))
+        return engine.step()
+
+    original = DeepSpeedEngine(H.load_model(model_dir), settings, zero_stage=2)
+    first = one_step(original)
+    after_first = H.full_state(original)
+    original.save_state(tmp_path)
+    second = one_step(original)
+    after_second = H.full_state(original)
+
+    resumed = DeepSpeedEngine(H.load_model(model_dir), settings, zero_stage=2)
+    resumed.load_state(tmp_path)
+    assert H.max_abs_diff(H.full_state(resumed), after_first) == 0.0
+    resumed_second = one_step(resumed)
+    assert H.max_abs_diff(after_second, after_first) > 1e-3
+    assert first["lr"] == pytest.approx(settings.lr / 3)
+    assert resumed_second["lr"] == pytest.approx(second["lr"]) == pytest.approx(2 * settings.lr / 3)
+    assert resumed_second["grad_norm"] == pytest.approx(second["grad_norm"], rel=1e-6)
+    assert H.max_abs_diff(H.full_state(resumed), after_second) < 1e-7
+
+    with pytest.raises(FileNotFoundError):
+        resumed.load_state(tmp_path / "empty")
+
+
+# --- two ranks under torchrun ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_ranks_average_to_the_full_batch_step(model_dir: Path, tmp_path: Path) -> None:
+    """Each rank takes half the sequences with denominator = global units / 2; DeepSpeed's
+    cross-rank average must give the single-process full-batch loss, grad norm and update
+    (ZeRO 0, 2 and 3; dapo checks the token-unit count, which differs between the ranks)."""
+    out = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(dist.free_port()),
+        str(HERE / "ds_two_rank_worker.py"),
+        "--model-dir",
+        str(model_dir),
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        log, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers share this session
+        log, _ = proc.communicate()
+        pytest.fail("two-rank worker timed out:\n" + log.decode(errors="replace")[-4000:])
+    assert proc.returncode == 0 and out.exists(), log.decode(errors="replace")[-4000:]
+
+    report = json.loads(out.read_text())
+    assert report["world_size"] == 2
+    assert report["rank_sum"] == 3.0  # all_reduce_sum(rank + 1) over ranks 0 and 1
+    cases = {k: v for k, v in report.items() if k.startswith("stage")}
+    assert set(cases) == {"stage0_gmpo", "stage2_gmpo", "stage2_dapo", "stage3_gmpo"}
+    for name, case in cases.items():
+        assert case["global_units"] == case["expected_units"], name
+        a, b = case["rank_losses"]
+        assert abs(a - b) > 1e-3, f"{name}: ranks should have seen different sequences"
+        assert case["ds_loss"] == pytest.approx(case["ref_loss"], abs=1e-6), name
+        assert case["ds_grad_norm"] == pytest.approx(case["ref_grad_norm"], rel=1e-5), name
+        assert case["param_change"] > 1e-3, name
+        assert case["param_diff"] < 1e-6, name
