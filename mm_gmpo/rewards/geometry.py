@@ -39,7 +39,7 @@ def numbers_match(pred: str, gt: str) -> bool | None:
     symbolically). Why: decide rounded decimals against exact forms the way a grader would.
     """
     p, g = _rhs(pred), _rhs(gt)
-    pv, gv = evaluate(p), evaluate(g)
+    pv, gv = evaluate(p, loose_units=True), evaluate(g, loose_units=True)
     if pv is None or gv is None:
         return None
     places = [d for d in (decimals_written(p), decimals_written(g)) if d is not None]
@@ -62,7 +62,7 @@ def geometry_equal(pred: str, gt: str) -> bool:
     num = numbers_match(pred, gt)
     if num is not None:
         return num
-    return math_equal(strip_units(pred), strip_units(gt))
+    return math_equal(strip_units(pred, loose=True), strip_units(gt, loose=True))
 
 
 def _right_choice_index(answer: str, choices: Sequence[str]) -> int | None:

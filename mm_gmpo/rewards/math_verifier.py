@@ -39,6 +39,7 @@ _REL_TOL = 1e-6
 _POWER_TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\d+\s*\^|\^\s*\{[^{}]*\{[^{}]*\^")
 _BIG_EXPONENT = re.compile(r"\^\s*\{?\s*[+-]?\s*\d{5,}")
 _BIG_INTEGER = re.compile(r"\d{60,}")
+_BIG_BINOMIAL = re.compile(r"\\[dt]?binom\s*\{?\s*\d{5,}|\\(?:Gamma|gamma)\s*\(?\{?\s*\d{5,}")
 _FACTORIAL = re.compile(r"(?<!\\)!")
 _SMALL_FACTORIAL = re.compile(r"(?<![\d.])\d{1,3}\s*!")
 
@@ -63,7 +64,7 @@ def too_risky_for_sympy(s: str) -> bool:
     """
     if len(s) > MAX_SYMBOLIC_LEN or _brace_depth(s) > _MAX_BRACE_DEPTH:
         return True
-    if _POWER_TOWER.search(s) or _BIG_EXPONENT.search(s) or _BIG_INTEGER.search(s):
+    if any(p.search(s) for p in (_POWER_TOWER, _BIG_EXPONENT, _BIG_INTEGER, _BIG_BINOMIAL)):
         return True
     bangs = len(_FACTORIAL.findall(s))
     if bangs and bangs != len(_SMALL_FACTORIAL.findall(s)):
@@ -80,17 +81,58 @@ def _mv():
 
 
 @lru_cache(maxsize=8192)
-def _parse_latex(s: str) -> tuple[Any, ...]:
-    """math-verify parse of a cleaned answer string (cached: golds repeat G times a step)."""
+def _parse_latex(s: str, units: bool = True) -> tuple[Any, ...]:
+    """math-verify parse of a cleaned answer string (cached: golds repeat G times a step).
+
+    ``units=False`` turns off math-verify's unit stripping, which otherwise reads the
+    variables m, t, c, s... as metres, tonnes, ... and drops them.
+    """
     mv = _mv()
-    return tuple(mv.parse("$" + s + "$", parsing_timeout=None))
+    if units:
+        return tuple(mv.parse("$" + s + "$", parsing_timeout=None))
+    from math_verify.parser import ExprExtractionConfig, LatexExtractionConfig, NormalizationConfig
+
+    config = LatexExtractionConfig(normalization_config=NormalizationConfig(units=False))
+    return tuple(mv.parse("$" + s + "$", [config, ExprExtractionConfig()], parsing_timeout=None))
+
+
+_COMMAND = re.compile(r"\\[A-Za-z]+")
+_SET_MEMBER = re.compile(r"^\s*[A-Za-z]\s*\\in(?![A-Za-z])")
+
+
+def _variables(s: str) -> frozenset[str]:
+    """Single-letter symbols in an answer, lower-cased, without macros, units, e and i."""
+    t = _SET_MEMBER.sub("", squash(strip_units(s)))
+    t = _COMMAND.sub(" ", t)
+    return frozenset(c.lower() for c in t if c.isascii() and c.isalpha()) - {"e", "i"}
+
+
+def _lossy(parsed: tuple[Any, ...], variables: frozenset[str]) -> bool:
+    """True when the parse dropped variables of the text: "6m" -> 6 (m read as metres),
+    "\\frac{1}{m}t" -> 1/m, "\\hbar\\omega(v+1/2)-..." -> 2."""
+    symbols = getattr(parsed[0], "free_symbols", None)
+    if symbols is None:
+        return False
+    letters = {c.lower() for sym in symbols for c in str(sym) if c.isalpha()}
+    return not variables <= letters
+
+
+def _parse_checked(s: str) -> tuple[Any, ...]:
+    parsed = _parse_latex(s)
+    if parsed and _lossy(parsed, _variables(s)):
+        parsed = _parse_latex(s, units=False)
+        if parsed and _lossy(parsed, _variables(s)):
+            return ()
+    return parsed
 
 
 def _symbolic_equal(pred: str, gt: str) -> bool:
     if too_risky_for_sympy(pred) or too_risky_for_sympy(gt):
         return False
-    gold = _parse_latex(gt)
-    target = _parse_latex(pred)
+    if _variables(pred) != _variables(gt):
+        return False
+    gold = _parse_checked(gt)
+    target = _parse_checked(pred)
     if not gold or not target:
         return False
     return bool(_mv().verify(list(gold), list(target), timeout_seconds=None))

@@ -26,7 +26,7 @@ def clean(s: str) -> str:
     Why: answers arrive as "$\\frac{1}{2}$.\\n" from datasets and "\\dfrac12" from models;
     these layout differences must not decide correctness.
     """
-    s = s.replace("\x00", "").replace("$", "").strip()
+    s = s.replace("\x00", "").replace("\\$", "").replace("$", "").strip()
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = s.replace("\\displaystyle", "")
     s = _LEFT_RIGHT.sub("", s)
@@ -51,29 +51,35 @@ def squash(s: str) -> str:
 
 
 _UNIT_WORDS = (
-    r"square\s+units?|sq\.?\s*units?|units?|cm|mm|km|m|in|inch(?:es)?|ft|feet|foot|meters?|"
+    r"square\s+units?|sq\.?\s*units?|units?|cm|mm|km|inch(?:es)?|ft|feet|foot|meters?|"
     r"centimeters?|millimeters?|yards?|yd|miles?|degrees?|deg|cents?|dollars?|hours?|minutes?|"
     r"seconds?|sec|days?|years?"
 )
-_TRAILING_UNIT = re.compile(r"(?:\s|(?<=\d))(?:" + _UNIT_WORDS + r")(?:\s*\^\s*\{?\s*[23]\s*\}?)?\s*$")
+_UNIT_TAIL = r")(?:\s*\^\s*\{?\s*[23]\s*\}?)?\s*$"
+# strict: the unit word is separated by a space ("5 cm"); loose also takes "5cm" and "5 m".
+_TRAILING_UNIT_STRICT = re.compile(r"\s(?:" + _UNIT_WORDS + _UNIT_TAIL)
+_TRAILING_UNIT_LOOSE = re.compile(r"(?:\s|(?<=\d))(?:" + _UNIT_WORDS + r"|m|in" + _UNIT_TAIL)
 _TEXT_UNIT = re.compile(
     r"\\(?:text|textrm|mbox|mathrm|textnormal)\s*\{\s*[A-Za-z][A-Za-z .]*\}(?:\s*\^\s*\{?\s*-?[0-9]\s*\}?)*"
 )
 
 
-def strip_units(s: str) -> str:
+def strip_units(s: str, loose: bool = False) -> str:
     """Remove degree marks, currency signs and unit words/blocks from a numeric answer.
 
     Why: "45^\\circ", "45°", "5 cm", "864 \\mbox{ inches}^2" and "\\$18.90" state a number;
     the unit is not what is graded. If nothing but the unit is left, the input is returned
-    unchanged (then the answer really is text, e.g. "\\text{east}").
+    unchanged (then the answer really is text, e.g. "\\text{east}"). ``loose`` (geometry)
+    also strips units glued to the number and the one-letter "m": in general math "6m" is
+    more often six times the variable m than six metres.
     """
     out = clean(s)
     out = _DEGREE.sub("", out)
     out = out.replace("\\$", "").replace("\\textdollar", "")
     out = _TEXT_UNIT.sub(" ", out)
+    trailing = _TRAILING_UNIT_LOOSE if loose else _TRAILING_UNIT_STRICT
     for _ in range(3):
-        new = _TRAILING_UNIT.sub("", out).strip()
+        new = trailing.sub("", out).strip()
         if new == out:
             break
         out = new
@@ -169,7 +175,7 @@ def decimals_written(s: str) -> int | None:
     Why: a decimal answer was rounded to that many places, which sets how close another
     form of the same value has to be (see ``geometry.numbers_match``).
     """
-    t = re.sub(r"\s+", "", strip_units(s))
+    t = re.sub(r"\s+", "", strip_units(s, loose=True))
     m = _PLAIN.match(t)
     if not m or m.group(3) is None:
         return None
@@ -241,7 +247,11 @@ class _Parser:
         if tok is None:
             return False
         kind, v = tok
-        return kind == "num" or v in ("(", "{", "[") or (kind == "cmd" and v not in ("\\cdot", "\\times", "\\div"))
+        return (
+            kind == "num"
+            or v in ("(", "{", "[")
+            or (kind == "cmd" and v not in ("\\cdot", "\\times", "\\div"))
+        )
 
     def term(self) -> float:
         value = self.factor()
@@ -370,7 +380,7 @@ def _tokenize(s: str) -> list[tuple[str, str]]:
     return tokens
 
 
-def evaluate(s: str) -> float | None:
+def evaluate(s: str, loose_units: bool = False) -> float | None:
     """Float value of a closed-form LaTeX number ("2\\sqrt{221}", "\\frac{40}{3}", "12\\pi").
 
     Why: comparing geometry answers numerically needs exact forms and decimals on one scale;
@@ -379,7 +389,7 @@ def evaluate(s: str) -> float | None:
     """
     if not isinstance(s, str):
         return None
-    t = strip_units(s)
+    t = strip_units(s, loose=loose_units)
     if not t or len(t) > _MAX_EVAL_LEN or "," in t or "=" in t:
         return None
     try:

@@ -28,12 +28,15 @@ Design
 from __future__ import annotations
 
 import atexit
-import multiprocessing as mp
+import io
+import os
 import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from multiprocessing import popen_forkserver
 from multiprocessing.connection import wait
+from multiprocessing.context import ForkServerContext, ForkServerProcess
 from typing import Any
 
 from mm_gmpo.rewards._worker import ERROR, OK, TASKS, TIMEOUT, worker_main
@@ -54,8 +57,54 @@ def _close_live_pools() -> None:
 atexit.register(_close_live_pools)
 
 
-def _context() -> mp.context.BaseContext:
-    ctx = mp.get_context("forkserver")
+def _launch_without_main(popen: Any, process_obj: Any) -> None:
+    """Start ``process_obj`` through the forkserver without re-running ``__main__`` in it.
+
+    The stock forkserver launch asks the child to re-import the parent's main module (as
+    ``spawn`` does). For a worker whose target lives in this package that is pure cost, and
+    harmful: a training script's top-level imports (torch, CUDA libraries) would be loaded
+    in every worker, blow through its address-space limit, and an unguarded script would
+    even recurse. Everything else about the launch is the standard one.
+    """
+    from multiprocessing import forkserver, reduction, spawn
+    from multiprocessing.context import set_spawning_popen
+    from multiprocessing.util import Finalize, close_fds
+
+    prep = spawn.get_preparation_data(process_obj._name)
+    prep.pop("init_main_from_path", None)
+    prep.pop("init_main_from_name", None)
+    buf = io.BytesIO()
+    set_spawning_popen(popen)
+    try:
+        reduction.dump(prep, buf)
+        reduction.dump(process_obj, buf)
+    finally:
+        set_spawning_popen(None)
+    popen.sentinel, w = forkserver.connect_to_new_process(popen._fds)
+    parent_w = os.dup(w)  # lets the child notice when the parent goes away
+    popen.finalizer = Finalize(popen, close_fds, (parent_w, popen.sentinel))
+    with open(w, "wb", closefd=True) as f:
+        f.write(buf.getbuffer())
+    popen.pid = forkserver.read_signed(popen.sentinel)
+
+
+class _Popen(popen_forkserver.Popen):
+    def _launch(self, process_obj: Any) -> None:
+        _launch_without_main(self, process_obj)
+
+
+class _Process(ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        return _Popen(process_obj)
+
+
+class _Context(ForkServerContext):
+    Process = _Process
+
+
+def _context() -> Any:
+    ctx = _Context()
     ctx.set_forkserver_preload(_PRELOAD)
     return ctx
 
@@ -63,7 +112,7 @@ def _context() -> mp.context.BaseContext:
 class _Worker:
     """One worker process, its pipe and the task it is busy with."""
 
-    def __init__(self, ctx: mp.context.BaseContext, soft_timeout_s: float, memory_limit_bytes: int | None):
+    def __init__(self, ctx: Any, soft_timeout_s: float, memory_limit_bytes: int | None):
         parent_end, child_end = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(
             target=worker_main,
@@ -297,7 +346,9 @@ class RewardScorer:
             raise ValueError(f"unknown reward kind {kind!r}")
         self.kind = kind
         self.weights = weights or _DEFAULT_WEIGHTS.get(kind, RewardWeights(1.0, 0.0))
-        self.pool = HardLimitPool(num_workers=num_workers, timeout_s=timeout_s, memory_limit_mb=memory_limit_mb)
+        self.pool = HardLimitPool(
+            num_workers=num_workers, timeout_s=timeout_s, memory_limit_mb=memory_limit_mb
+        )
 
     def score(
         self,

@@ -103,7 +103,8 @@ class DeepSpeedEngine:
         settings: optimizer and LR schedule; the optimizer is ``build_optimizer``'s AdamW
             (no DeepSpeed fused ops are needed), the schedule ``lr_lambda``'s LambdaLR.
         zero_stage: 0-3.
-        bf16: bf16 weights and activations with fp32 master weights (use on GPU; fp32 on CPU).
+        bf16: bf16 weights and activations with fp32 master weights (meant for GPUs; it also
+            runs on CPU, where the tests use fp32 for exact comparisons).
         gradient_checkpointing: enabled here (non-reentrant, which works under ZeRO-3) and the
             model put in train mode, since HF only checkpoints while ``training`` is set.
         offload: keep optimizer states on the CPU (``DeepSpeedCPUAdam``; needs its C++ op).
@@ -124,6 +125,14 @@ class DeepSpeedEngine:
         extra_config: dict[str, Any] | None = None,
     ) -> None:
         deepspeed = _import_deepspeed()
+        from deepspeed.runtime.engine import DeepSpeedEngine as _DSEngine
+
+        if not hasattr(_DSEngine, "managed_gradient_accumulation"):
+            # Older versions silently ignore the config key and would step on their own counter.
+            raise RuntimeError(
+                f"DeepSpeed {deepspeed.__version__} lacks 'managed_gradient_accumulation' "
+                "(caller-owned optimizer steps, deepspeedai/DeepSpeed#8183); upgrade DeepSpeed"
+            )
         self.settings = settings
         self.zero_stage = zero_stage
         self.bf16 = bf16
@@ -165,11 +174,6 @@ class DeepSpeedEngine:
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
             config=self.config,
         )
-        if not hasattr(self.engine, "managed_gradient_accumulation"):
-            raise RuntimeError(
-                "this DeepSpeed lacks 'managed_gradient_accumulation' (caller-owned optimizer "
-                "steps, deepspeedai/DeepSpeed#8183); upgrade DeepSpeed"
-            )
         self.module = self.engine
 
     def _clip_before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -230,18 +234,22 @@ class DeepSpeedEngine:
         from deepspeed.utils import safe_get_full_fp32_param
 
         module = self.engine.module
-        gathered: dict[int, torch.Tensor] = {}
+        main = dist.is_main()
+        first_name: dict[int, str] = {}  # tied weights: gather once, list under every name
         out: dict[str, torch.Tensor] = {}
         for name, tensor in module.state_dict(keep_vars=True).items():
-            if id(tensor) not in gathered:
-                if isinstance(tensor, nn.Parameter) and hasattr(tensor, "ds_id"):
-                    full = safe_get_full_fp32_param(tensor) if tensor.requires_grad else None
-                    if full is None:
-                        with deepspeed.zero.GatheredParameters([tensor]):
-                            full = tensor.detach().float().clone()
-                else:
-                    full = tensor.detach()
-                gathered[id(tensor)] = full.float().cpu() if full.is_floating_point() else full.cpu()
-            if dist.is_main():
-                out[name] = gathered[id(tensor)]
+            if id(tensor) in first_name:
+                if main:
+                    out[name] = out[first_name[id(tensor)]]
+                continue
+            first_name[id(tensor)] = name
+            if isinstance(tensor, nn.Parameter) and hasattr(tensor, "ds_id"):
+                full = safe_get_full_fp32_param(tensor) if tensor.requires_grad else None
+                if full is None:  # frozen: not in the optimizer, gather the module's copy
+                    with deepspeed.zero.GatheredParameters([tensor]):
+                        full = tensor.detach().clone() if main else None
+            else:
+                full = tensor.detach()  # buffers are not partitioned
+            if main and full is not None:
+                out[name] = full.float().cpu() if full.is_floating_point() else full.cpu()
         return out

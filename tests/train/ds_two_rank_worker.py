@@ -36,11 +36,16 @@ def policy_logp(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     return logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # [B, T-1]
 
 
-def load_model(model_dir: str | Path) -> nn.Module:
-    """A fresh copy of the tiny Qwen2 (same weights on every call and every rank)."""
+def load_model(model_dir: str | Path, frozen: tuple[str, ...] = ()) -> nn.Module:
+    """A fresh copy of the tiny Qwen2 (same weights on every call and every rank), with the
+    parameters named in ``frozen`` excluded from training (as a frozen vision tower would be)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    for name, param in model.named_parameters():
+        if name in frozen:
+            param.requires_grad_(False)
+    return model
 
 
 def build_batch(model_dir: str | Path, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -83,10 +88,14 @@ def micro_losses(
 
 
 def reference_step(
-    model_dir: str | Path, settings: OptimSettings, batch: dict[str, torch.Tensor], loss_name: str
+    model_dir: str | Path,
+    settings: OptimSettings,
+    batch: dict[str, torch.Tensor],
+    loss_name: str,
+    frozen: tuple[str, ...] = (),
 ) -> tuple[float, dict[str, float], dict[str, torch.Tensor]]:
     """One TorchEngine step on the whole batch: (loss, step stats, updated state dict)."""
-    engine = TorchEngine(load_model(model_dir), settings)
+    engine = TorchEngine(load_model(model_dir, frozen), settings)
     rows = list(range(BATCH))
     loss = micro_losses(engine, batch, rows, 1, loss_name, units(loss_name, batch["mask"]))
     stats = engine.step()
@@ -130,7 +139,9 @@ def run_worker(model_dir: str, out: Path, cases: list[tuple[int, str]]) -> None:
         engine = DeepSpeedEngine(load_model(model_dir), settings, zero_stage=stage)
         local_loss = micro_losses(engine, batch, rows, 2, loss_name, global_units / world)
         stats = engine.step()
-        per_rank_loss = dist.all_reduce_sum(torch.tensor([local_loss if r == rank else 0.0 for r in range(2)]))
+        per_rank_loss = dist.all_reduce_sum(
+            torch.tensor([local_loss if r == rank else 0.0 for r in range(2)])
+        )
         ds_state = full_state(engine)
         if dist.is_main():
             ref_loss, ref_stats, ref_state = reference_step(model_dir, settings, batch, loss_name)

@@ -103,14 +103,19 @@ def test_config_owns_the_step_boundary_and_clips() -> None:
 # --- one rank: DeepSpeed over two micro-batches == TorchEngine on the full batch ---------------
 
 
+FROZEN = ("model.layers.0.mlp.up_proj.weight",)
+
+
 @pytest.mark.parametrize(
-    ("stage", "grad_clip", "checkpointing"),
+    ("stage", "grad_clip", "checkpointing", "frozen"),
     [
-        (0, 1.0, False),  # our clip hook; clipping active (norm ~5)
-        (1, 0.0, False),
-        (2, 0.0, True),  # no clipping: parameters expose any gradient scale error
-        (3, 1.0, False),  # DeepSpeed's clipping; weights gathered by state_dict_for_save
+        (0, 1.0, False, ()),  # our clip hook; clipping active (norm ~5)
+        (1, 0.0, False, ()),
+        (2, 0.0, True, ()),  # no clipping: parameters expose any gradient scale error
+        # DeepSpeed's clipping; weights (a frozen one too) gathered by state_dict_for_save
+        (3, 1.0, False, FROZEN),
     ],
+    ids=["zero0-clip", "zero1", "zero2-checkpointing", "zero3-clip-frozen"],
 )
 def test_two_micro_batches_match_torch_engine_full_batch(
     single_rank: None,
@@ -119,12 +124,13 @@ def test_two_micro_batches_match_torch_engine_full_batch(
     stage: int,
     grad_clip: float,
     checkpointing: bool,
+    frozen: tuple[str, ...],
 ) -> None:
     settings = OptimSettings(**H.SETTINGS_LINEAR, grad_clip=grad_clip)
-    ref_loss, ref_stats, ref_state = H.reference_step(model_dir, settings, batch, "gmpo")
+    ref_loss, ref_stats, ref_state = H.reference_step(model_dir, settings, batch, "gmpo", frozen)
 
     engine = DeepSpeedEngine(
-        H.load_model(model_dir), settings, zero_stage=stage, gradient_checkpointing=checkpointing
+        H.load_model(model_dir, frozen), settings, zero_stage=stage, gradient_checkpointing=checkpointing
     )
     if checkpointing:
         assert engine.unwrapped_model().is_gradient_checkpointing
@@ -141,6 +147,23 @@ def test_two_micro_batches_match_torch_engine_full_batch(
     assert set(state) == set(ref_state)
     assert H.max_abs_diff(ref_state, initial) > 1e-3  # the step moved the weights...
     assert H.max_abs_diff(state, ref_state) < 1e-6  # ...exactly as the full-batch step did
+    for name in frozen:
+        assert torch.equal(state[name], initial[name])
+
+
+@pytest.mark.slow  # the first run JIT-compiles DeepSpeed's CPU Adam op (~70 s on 2 cores)
+def test_optimizer_offload_matches_torch_engine(
+    single_rank: None, model_dir: Path, batch: dict[str, torch.Tensor]
+) -> None:
+    settings = OptimSettings(**H.SETTINGS_LINEAR, grad_clip=0.0)
+    ref_loss, ref_stats, ref_state = H.reference_step(model_dir, settings, batch, "gmpo")
+    engine = DeepSpeedEngine(H.load_model(model_dir), settings, zero_stage=2, offload=True)
+    assert type(engine.optimizer.optimizer).__name__ == "DeepSpeedCPUAdam"
+    loss = H.micro_losses(engine, batch, list(range(H.BATCH)), 2, "gmpo", float(H.BATCH))
+    stats = engine.step()
+    assert loss == pytest.approx(ref_loss, abs=1e-6)
+    assert stats["grad_norm"] == pytest.approx(ref_stats["grad_norm"], rel=1e-5)
+    assert H.max_abs_diff(H.full_state(engine), ref_state) < 1e-6
 
 
 def test_checkpoint_round_trip_resumes_exactly(

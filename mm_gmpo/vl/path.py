@@ -1,0 +1,222 @@
+"""The vision-language path: Qwen2.5-VL prompts with images, image-aware collation, mRoPE forward.
+
+Same interface as :class:`mm_gmpo.text.path.TextPolicyPath` (``build_prompt``, ``collate``,
+``forward``, ``decode``) so the loop, the objective, the engines and checkpoints are shared;
+only what images change lives here:
+
+* ``build_prompt``: template -> chat messages with image parts -> ``qwen_vl_utils`` (decode,
+  RGB, resize to the processor's pixel budget) -> processor. The prompt ids include the
+  expanded ``<|image_pad|>`` tokens and ``PromptInput.multimodal`` holds that one sample's
+  ``pixel_values`` [patches, D] and ``image_grid_thw`` [n_images, 3]. A bad image or an
+  over-long prompt raises :class:`BadImageError` / :class:`BadRecordError` (``ValueError``s
+  naming the record), which the loop turns into an error or a counted skip
+  (``data.on_bad_record``). A prompt is never truncated: cutting through image tokens is
+  what produces "Image features and image tokens do not match" deep inside the model.
+* ``collate``: :func:`mm_gmpo.vl.collate.collate_vl_train`; ``TrainBatch.position_ids`` holds
+  the 3-D mRoPE positions [3, B, P+R] computed by the model's own ``get_rope_index``, so the
+  training forward scores responses at the positions ``generate`` sampled them at.
+* ``forward``: the model with ``pixel_values`` / ``image_grid_thw`` and those positions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+
+from mm_gmpo.data.images import ImageError
+from mm_gmpo.data.records import Record
+from mm_gmpo.data.templates import PromptTemplate, get_template
+from mm_gmpo.rollout.base import PromptInput, Rollout
+from mm_gmpo.text.path import BadRecordError
+from mm_gmpo.train.collate import TrainBatch, response_logp_and_entropy
+from mm_gmpo.vl.collate import MODEL_KEYS, collate_for_generate, collate_vl_train
+from mm_gmpo.vl.model import processor_pixel_limits
+
+
+class BadImageError(BadRecordError):
+    """A record whose image cannot be used; ``reason`` is a short tally key (``empty``, ...)."""
+
+    def __init__(self, record_id: str, index: int, reason: str, detail: str) -> None:
+        self.record_id, self.index, self.reason = record_id, index, reason
+        super().__init__(f"record {record_id!r}: image {index}: {detail}")
+
+
+class VLPolicyPath:
+    """Qwen2.5-VL on prompts with zero, one or several images each.
+
+    ``bad_records`` counts refused records by reason (``image:empty``, ``prompt_too_long``,
+    ...), so a run that skips them can say how many and why.
+    """
+
+    def __init__(
+        self,
+        processor: Any,
+        model: nn.Module,
+        template: str | PromptTemplate = "geometry",
+        max_prompt_len: int = 4096,
+    ) -> None:
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.template = get_template(template) if isinstance(template, str) else template
+        self.max_prompt_len = max_prompt_len
+        config = model.config
+        self.image_token_id = int(config.image_token_id)
+        video = getattr(config, "video_token_id", None)
+        self.video_token_id = int(video) if video is not None else None
+        self.merge_size = int(config.vision_config.spatial_merge_size)
+        self.patch_size = int(config.vision_config.patch_size)
+        # Bound method of the model itself: only reads the config, so it is safe to call on
+        # CPU tensors during collation whatever device or wrapper the weights live in.
+        inner = getattr(model, "model", model)
+        self.rope_index = inner.get_rope_index
+        self.min_pixels, self.max_pixels = processor_pixel_limits(processor)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
+        self.bad_records: Counter[str] = Counter()
+
+    # ------------------------------------------------------------ prompts
+    def build_prompt(self, record: Record) -> PromptInput:
+        """Template, load and resize the images, run the processor; refuse, never truncate."""
+        try:
+            return self._build_prompt(record)
+        except BadImageError as exc:
+            self.bad_records[f"image:{exc.reason}"] += 1
+            raise
+        except BadRecordError as exc:
+            self.bad_records[getattr(exc, "reason", "record")] += 1
+            raise
+
+    def _build_prompt(self, record: Record) -> PromptInput:
+        if not str(record.problem).strip():
+            raise _reasoned(BadRecordError(f"record {record.id!r}: empty problem text"), "empty_problem")
+        messages = self._messages(record)
+        images = self._load_images(record, messages)
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        out = self.processor(text=[text], images=images or None, return_tensors="pt")
+        ids: list[int] = out["input_ids"][0].tolist()
+        n_image_tokens = sum(1 for t in ids if t == self.image_token_id)
+        multimodal = None
+        expected = 0
+        if images:
+            grid = out["image_grid_thw"]  # [n_images, 3]
+            expected = int(grid.prod(dim=1).sum()) // self.merge_size**2
+            multimodal = {"pixel_values": out["pixel_values"], "image_grid_thw": grid.long()}  # [patches, D], [n, 3]
+        if n_image_tokens != expected:
+            # e.g. a literal "<|image_pad|>" in the problem text: the model would fail with
+            # "Image features and image tokens do not match" in the middle of a step.
+            raise _reasoned(
+                BadRecordError(
+                    f"record {record.id!r}: prompt holds {n_image_tokens} image tokens but its "
+                    f"{len(images)} image(s) need {expected}"
+                ),
+                "image_token_mismatch",
+            )
+        if len(ids) > self.max_prompt_len:
+            raise _reasoned(
+                BadRecordError(
+                    f"record {record.id!r}: prompt is {len(ids)} tokens ({n_image_tokens} of them image "
+                    f"tokens), over data.max_prompt_len={self.max_prompt_len}; it is refused rather than "
+                    f"cut through its image tokens (raise max_prompt_len or lower max_pixels)"
+                ),
+                "prompt_too_long",
+            )
+        return PromptInput(input_ids=ids, multimodal=multimodal)
+
+    def _messages(self, record: Record) -> list[dict[str, Any]]:
+        """Chat messages; bytes / paths are decoded (and validated) by the template."""
+        try:
+            prompt = self.template.build_record(record)
+        except ImageError as exc:
+            index = _failed_index(record, exc)
+            raise BadImageError(record.id, index, exc.reason, str(exc)) from exc
+        except ValueError as exc:  # placeholder count mismatch, text-only template with images
+            raise _reasoned(BadRecordError(f"record {record.id!r}: {exc}"), "template") from exc
+        if isinstance(prompt, str):
+            return [{"role": "user", "content": prompt}]
+        return prompt
+
+    def _load_images(self, record: Record, messages: list[dict[str, Any]]) -> list[Any]:
+        """qwen-vl-utils turns every image part into an RGB picture sized to the pixel budget.
+
+        The budget is the processor's own, so its resize afterwards is the identity and the
+        token count is known here.
+        """
+        from qwen_vl_utils import process_vision_info
+
+        parts = [
+            part
+            for message in messages
+            if isinstance(message.get("content"), list)
+            for part in message["content"]
+            if part.get("type") == "image" or "image" in part
+        ]
+        if not parts:
+            return []
+        for part in parts:
+            part["min_pixels"] = self.min_pixels
+            part["max_pixels"] = self.max_pixels
+        try:
+            images, _ = process_vision_info(messages, image_patch_size=self.patch_size)
+        except (ValueError, OSError, AssertionError) as exc:
+            raise BadImageError(record.id, -1, "unusable", f"{type(exc).__name__}: {exc}") from exc
+        return list(images or [])
+
+    # ------------------------------------------------------------ batches
+    def collate_for_generate(self, prompts: list[PromptInput], pad_id: int) -> dict[str, torch.Tensor]:
+        """``HFGenerateEngine(collate=...)``: left-padded ids, token types and images."""
+        return collate_for_generate(prompts, pad_id, self.image_token_id, self.video_token_id)
+
+    def generate_collate(self) -> Any:
+        """A plain function of (prompts, pad_id), for engines that want one."""
+        return partial(collate_for_generate, image_token_id=self.image_token_id, video_token_id=self.video_token_id)
+
+    def collate(self, rollout: Rollout, rows: list[int]) -> TrainBatch:
+        return collate_vl_train(
+            rollout,
+            rows,
+            self.pad_id,
+            self.image_token_id,
+            self.rope_index,
+            merge_size=self.merge_size,
+            video_token_id=self.video_token_id,
+        )
+
+    def forward(
+        self, model: nn.Module, batch: TrainBatch, temperature: float, with_entropy: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs [B, R] (and entropy [B, R]) of the response tokens, images included."""
+        width_r = batch.response_ids.shape[1]
+        images = {k: batch.extra[k] for k in MODEL_KEYS if k in batch.extra}
+        out = model(
+            input_ids=batch.input_ids,  # [B, P+R]
+            attention_mask=batch.attention_mask,  # [B, P+R]
+            position_ids=batch.position_ids,  # [3, B, P+R] mRoPE
+            logits_to_keep=width_r + 1,
+            use_cache=False,
+            **images,
+        )
+        logits = out.logits[:, :-1]  # [B, R, V]: position P-1+t predicts response token t
+        return response_logp_and_entropy(logits, batch.response_ids, temperature, with_entropy)
+
+    def decode(self, rollout: Rollout) -> list[str]:
+        return self.tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
+
+
+def _reasoned(exc: BadRecordError, reason: str) -> BadRecordError:
+    exc.reason = reason  # type: ignore[attr-defined]
+    return exc
+
+
+def _failed_index(record: Record, exc: ImageError) -> int:
+    """Which of the record's images failed (the template decodes them in order)."""
+    for i, ref in enumerate(record.images):
+        if isinstance(ref, bytes | bytearray):
+            if exc.ref == f"<{len(ref)} bytes in memory>":
+                return i
+        elif exc.ref == str(ref):
+            return i
+    return -1

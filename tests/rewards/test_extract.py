@@ -1,0 +1,81 @@
+"""Answer extraction: boxed, think, choice letters; never raises."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mm_gmpo.rewards import after_think, extract_choice, final_answer, last_boxed, letter_of
+
+
+def test_last_boxed_nested_and_last():
+    text = r"first \boxed{1} then \boxed{\frac{a^{2}}{\sqrt{b}}} end"
+    assert last_boxed(text) == r"\frac{a^{2}}{\sqrt{b}}"
+
+
+def test_last_boxed_variants():
+    assert last_boxed(r"so \boxed 5.") == "5"
+    assert last_boxed(r"\fbox{12}") == "12"
+    assert last_boxed(r"\boxed{x} and \fbox{y}") == "y"
+    assert last_boxed(r"\boxed{\{1,2\}}") == r"\{1,2\}"
+
+
+def test_last_boxed_unbalanced_falls_back_to_earlier_box():
+    assert last_boxed(r"\boxed{3} and then \boxed{4") == "3"
+    assert last_boxed(r"\boxed{4") is None
+
+
+def test_last_boxed_none_cases():
+    assert last_boxed("no box here") is None
+    assert last_boxed("") is None
+    assert last_boxed(r"\boxedfoo{3}") is None
+
+
+def test_after_think_and_final_answer():
+    r = r"<think>maybe \boxed{1}</think> The answer is \boxed{2}."
+    assert after_think(r) == r" The answer is \boxed{2}."
+    assert final_answer(r) == "2"
+    assert after_think("no tags") is None
+    # a box only inside closed reasoning is a draft, not an answer
+    assert final_answer(r"<think>\boxed{1}</think> I am not sure.") is None
+    assert final_answer(r"plain \boxed{7}") == "7"
+
+
+def test_choice_letter_forms():
+    assert extract_choice("I pick (B)") == "B"
+    assert extract_choice("Answer: B") == "B"
+    assert extract_choice(r"\boxed{B}") == "B"
+    assert extract_choice("so the answer is B.") == "B"
+    assert extract_choice(r"\boxed{\text{(D)}}") == "D"
+    assert extract_choice("the answer is 5") is None
+    assert extract_choice("nothing") is None
+    assert extract_choice("The Answer is Because") is None
+
+
+def test_letter_of():
+    assert letter_of("(C)") == "C"
+    assert letter_of(r"\text{E}") == "E"
+    assert letter_of("5") is None
+    assert letter_of("x") is None
+    assert letter_of("F") is None
+
+
+def test_linear_time_on_hostile_inputs():
+    import time
+
+    hostile = [r"\boxed{" * 20000, "{" * 100000 + "}" * 99999, "answer " + " " * 100000, "(" * 50000]
+    t0 = time.perf_counter()
+    for h in hostile:
+        last_boxed(h)
+        extract_choice(h)
+    assert time.perf_counter() - t0 < 2.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from(list("\\boxed{}()ABE:answer is</think>\x00 é∑🙂$^_0123")), max_size=200)
+)
+def test_extractors_never_raise(text):
+    for f in (last_boxed, after_think, extract_choice, final_answer, letter_of):
+        out = f(text)
+        assert out is None or isinstance(out, str)
