@@ -78,19 +78,21 @@ def load_records(source: str, cfg: Config, split: str) -> list[Record]:
 
 def make_score_fn(cfg: Config) -> tuple[ScoreFn, Any]:
     """The batch scorer as the loop calls it; returns the scorer too so it can be closed."""
-    from mm_gmpo.rewards import RewardScorer
+    from mm_gmpo.rewards import RewardScorer, RewardWeights
 
+    weights = (
+        RewardWeights(accuracy=cfg.reward.accuracy_weight, format=cfg.reward.format_weight)
+        if cfg.reward.kind == "geometry"
+        else None
+    )
     scorer = RewardScorer(
-        kind=cfg.reward.kind,
-        timeout_s=cfg.reward.timeout_s,
-        num_workers=cfg.reward.num_workers,
-        accuracy_weight=cfg.reward.accuracy_weight,
-        format_weight=cfg.reward.format_weight,
+        kind=cfg.reward.kind, timeout_s=cfg.reward.timeout_s, num_workers=cfg.reward.num_workers, weights=weights
     )
 
     def score(texts: list[str], records: list[Record], truncated: list[bool]):
         result = scorer.score(texts, records, truncated=truncated)
-        return list(result.rewards), list(result.accuracy), dict(result.counters)
+        counters = {"timeouts": float(result.num_timeouts), "errors": float(result.num_errors)}
+        return list(result.rewards), list(result.accuracy), counters
 
     return score, scorer
 

@@ -16,6 +16,13 @@ only what images change lives here:
   the 3-D mRoPE positions [3, B, P+R] computed by the model's own ``get_rope_index``, so the
   training forward scores responses at the positions ``generate`` sampled them at.
 * ``forward``: the model with ``pixel_values`` / ``image_grid_thw`` and those positions.
+* vision placeholder tokens (``<|image_pad|>``, ``<|vision_start|>``, ...) are banned from
+  responses: :meth:`VLPolicyPath.ban_vision_tokens` makes ``generate`` suppress them and the
+  forward gives them zero probability too, so sampler and trainer score the same
+  distribution. Why: a sampled ``<|image_pad|>`` is an ordinary embedding during decoding,
+  but in the training forward it counts as an image slot and the step dies with "Image
+  features and image tokens do not match: tokens: N+1, features N" (a failure RL users of
+  Qwen-VL report from vLLM rollouts).
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ from mm_gmpo.text.path import BadRecordError
 from mm_gmpo.train.collate import TrainBatch, response_logp_and_entropy
 from mm_gmpo.vl.collate import MODEL_KEYS, collate_for_generate, collate_vl_train
 from mm_gmpo.vl.model import processor_pixel_limits
+
+
+VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
+BANNED_LOGIT = -1e30
 
 
 class BadImageError(BadRecordError):
@@ -77,6 +88,17 @@ class VLPolicyPath:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
         self.bad_records: Counter[str] = Counter()
+        self.banned_token_ids = _vision_token_ids(self.tokenizer, config)
+
+    def ban_vision_tokens(self, model: nn.Module) -> None:
+        """Make ``model.generate`` never sample a vision placeholder token (see module doc).
+
+        Goes through ``generation_config.suppress_tokens`` so every caller of ``generate``
+        (the rollout engine, evaluation) gets it; it is saved with checkpoints.
+        """
+        config = model.generation_config
+        current = list(getattr(config, "suppress_tokens", None) or [])
+        config.suppress_tokens = sorted(set(current) | set(self.banned_token_ids))
 
     # ------------------------------------------------------------ prompts
     def build_prompt(self, record: Record) -> PromptInput:
@@ -199,11 +221,29 @@ class VLPolicyPath:
             use_cache=False,
             **images,
         )
-        logits = out.logits[:, :-1]  # [B, R, V]: position P-1+t predicts response token t
+        logits = out.logits[:, :-1].float()  # [B, R, V]: position P-1+t predicts response token t
+        if self.banned_token_ids:
+            banned = torch.tensor(self.banned_token_ids, device=logits.device)  # [n_banned]
+            # A large finite value, not -inf: 0 * -inf would turn the entropy into NaN.
+            logits = logits.index_fill(-1, banned, BANNED_LOGIT)  # [B, R, V]
         return response_logp_and_entropy(logits, batch.response_ids, temperature, with_entropy)
 
     def decode(self, rollout: Rollout) -> list[str]:
         return self.tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
+
+
+def _vision_token_ids(tokenizer: Any, config: Any) -> list[int]:
+    """Ids of the placeholder tokens a response must never contain."""
+    ids = {int(config.image_token_id)}
+    for name in ("video_token_id", "vision_start_token_id", "vision_end_token_id"):
+        value = getattr(config, name, None)
+        if value is not None:
+            ids.add(int(value))
+    for token in VISION_TOKENS:
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id:
+            ids.add(tid)
+    return sorted(ids)
 
 
 def _reasoned(exc: BadRecordError, reason: str) -> BadRecordError:

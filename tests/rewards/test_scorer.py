@@ -148,3 +148,28 @@ def test_bad_arguments():
             s.score(["a"], [])
         with pytest.raises(ValueError):
             s.score(["a"], [{"answer": None}])
+
+
+def test_interpreter_exit_without_close_leaves_nothing_behind(tmp_path):
+    """A script without a __main__ guard that never closes its scorer exits promptly and
+    its workers are gone (the forkserver launch does not re-run the script in workers)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from mm_gmpo.rewards import RewardScorer\n"
+        "s = RewardScorer('math', num_workers=2)\n"
+        "r = s.score(['\\\\boxed{1}'], [{'answer': '1'}])\n"
+        "print(*s.pool.worker_pids(), int(r.rewards[0]))\n"
+    )
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert time.monotonic() - t0 < 30
+    *pids, reward = (int(x) for x in out.stdout.split())
+    assert reward == 1 and len(pids) == 2
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
