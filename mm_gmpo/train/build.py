@@ -86,7 +86,10 @@ def make_score_fn(cfg: Config) -> tuple[ScoreFn, Any]:
         else None
     )
     scorer = RewardScorer(
-        kind=cfg.reward.kind, timeout_s=cfg.reward.timeout_s, num_workers=cfg.reward.num_workers, weights=weights
+        kind=cfg.reward.kind,
+        timeout_s=cfg.reward.timeout_s,
+        num_workers=cfg.reward.num_workers,
+        weights=weights,
     )
 
     def score(texts: list[str], records: list[Record], truncated: list[bool]):

@@ -82,7 +82,12 @@ def test_demo_task_reward_rises_and_every_parameter_moves(tmp_path):
     out = tmp_path / "demo"
     cfg = load_config(
         REPO_CONFIGS / "demo_text.yaml",
-        [f"train.output_dir={out}", "train.progress=false", "train.log_tensorboard=false", "train.save_every=0"],
+        [
+            f"train.output_dir={out}",
+            "train.progress=false",
+            "train.log_tensorboard=false",
+            "train.save_every=0",
+        ],
     )
     summary = train(cfg)
     rows = [r for r in read_metrics(out) if "reward_mean" in r]

@@ -240,7 +240,10 @@ def test_am_gm_gmpo_objective_bounded_by_grpo(deltas, adv):
 
 
 @settings(max_examples=40, deadline=None)
-@given(deltas=st.lists(st.lists(_floats, min_size=4, max_size=4), min_size=1, max_size=5), seed=st.integers(0, 99))
+@given(
+    deltas=st.lists(st.lists(_floats, min_size=4, max_size=4), min_size=1, max_size=5),
+    seed=st.integers(0, 99),
+)
 def test_gmpo_noclip_equals_unclipped_gspo(deltas, seed):
     g = torch.Generator().manual_seed(seed)
     logp = torch.tensor(deltas)
@@ -254,7 +257,10 @@ def test_gmpo_noclip_equals_unclipped_gspo(deltas, seed):
 
 
 @settings(max_examples=30, deadline=None)
-@given(advs=st.lists(st.floats(-3, 3, allow_nan=False, width=32), min_size=1, max_size=6), seed=st.integers(0, 99))
+@given(
+    advs=st.lists(st.floats(-3, 3, allow_nan=False, width=32), min_size=1, max_size=6),
+    seed=st.integers(0, 99),
+)
 def test_zero_delta_reduces_to_minus_mean_advantage(advs, seed):
     g = torch.Generator().manual_seed(seed)
     adv = torch.tensor(advs)

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mm_gmpo.data.records import Record
-from mm_gmpo.rollout.base import PromptInput, SamplingSettings
+from mm_gmpo.rollout.base import SamplingSettings
 from mm_gmpo.rollout.hf import HFGenerateEngine
 from mm_gmpo.testing import build_tiny_qwen2
 from mm_gmpo.text.path import TextPolicyPath
@@ -73,7 +73,9 @@ def test_generate_groups_contiguous_and_sampler_logp_match_trainer(tiny):
     prompts = [path.build_prompt(r) for r in _records(5)]
     stop = (tok.convert_tokens_to_ids("<|im_end|>"),)
     engine = HFGenerateEngine(model, path.pad_id, batch_size=2)  # forces several chunks
-    rollout = engine.generate(prompts, SamplingSettings(n=3, temperature=0.9, max_new_tokens=10, stop_token_ids=stop))
+    rollout = engine.generate(
+        prompts, SamplingSettings(n=3, temperature=0.9, max_new_tokens=10, stop_token_ids=stop)
+    )
     assert rollout.prompt_index == [i for i in range(5) for _ in range(3)]
     for i, ids in enumerate(rollout.prompt_ids):
         assert ids == prompts[i // 3].input_ids
