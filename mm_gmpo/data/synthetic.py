@@ -65,3 +65,40 @@ def make_arithmetic_records(
             )
         )
     return records
+
+
+def comparison_problems(split: str, lo: int = 10, hi: int = 99) -> list[tuple[int, int]]:
+    """Every ordered pair (a, b), a != b, of the split; the same split rule as the arithmetic task."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {SPLITS}")
+    return [
+        (a, b)
+        for a in range(lo, hi + 1)
+        for b in range(lo, hi + 1)
+        if a != b and _split_of(a, "max", b) == split
+    ]
+
+
+def make_comparison_records(n: int, seed: int = 0, split: str = "train", lo: int = 10, hi: int = 99) -> list[Record]:
+    """``n`` problems like "Which is larger, 37 or 45?" (answer "45").
+
+    The CPU demo's default task: a tiny model warm-started for a few seconds is right on part
+    of the held-out set and usually names one of the two numbers, so sampled groups carry reward
+    spread from the first RL step; two-digit arithmetic needs far more warm-start than a demo
+    has time for on two cores.
+    """
+    pool = comparison_problems(split, lo, hi)
+    if not 0 <= n <= len(pool):
+        raise ValueError(f"n={n} but the {split!r} split has {len(pool)} distinct problems")
+    rng = random.Random(f"{SOURCE}:compare:{seed}:{split}")
+    return [
+        Record(
+            id=f"compare-{split}-{seed}-{i}",
+            problem=f"Which is larger, {a} or {b}?",
+            answer=str(max(a, b)),
+            source="synthetic_comparison",
+            split=split,
+            metadata={"a": a, "b": b},
+        )
+        for i, (a, b) in enumerate(rng.sample(pool, n))
+    ]

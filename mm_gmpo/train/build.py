@@ -54,15 +54,14 @@ def resolve_model_path(cfg: Config) -> Path | str:
 def load_records(source: str, cfg: Config, split: str) -> list[Record]:
     """Records from a file / HF id, or the built-in synthetic task."""
     if source.startswith("synthetic:"):
-        from mm_gmpo.data.synthetic import make_arithmetic_records
+        from mm_gmpo.data.synthetic import make_arithmetic_records, make_comparison_records
 
+        makers = {"arithmetic": make_arithmetic_records, "compare": make_comparison_records}
         task = source.split(":", 1)[1]
-        if task != "arithmetic":
-            raise ValueError(f"data: unknown synthetic task {source!r} (known: synthetic:arithmetic)")
+        if task not in makers:
+            raise ValueError(f"data: unknown synthetic task {source!r} (known: {', '.join(makers)})")
         size = cfg.data.synthetic_train_size if split == "train" else cfg.data.synthetic_eval_size
-        return make_arithmetic_records(
-            size, seed=cfg.train.seed, split="train" if split == "train" else "test"
-        )
+        return makers[task](size, seed=cfg.train.seed, split="train" if split == "train" else "test")
     from mm_gmpo.data.loaders import load_records_with_report
 
     result = load_records_with_report(
