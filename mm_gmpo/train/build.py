@@ -182,13 +182,16 @@ def build_run(cfg: Config) -> Run:
     path = TextPolicyPath(tokenizer, cfg.data.template, cfg.data.max_prompt_len)
     pad = path.pad_id
     if cfg.rollout.engine == "vllm":
-        raise NotImplementedError("rollout.engine: vllm is its own issue (8); use rollout.engine: hf")
-    rollout = HFGenerateEngine(
-        engine.unwrapped_model(),
-        pad,
-        batch_size=cfg.rollout.batch_size,
-        weights_context=getattr(engine, "gathered_for_generation", None),
-    )
+        from mm_gmpo.rollout.vllm import build_vllm_engine
+
+        rollout = build_vllm_engine(cfg, load_from, tokenizer)
+    else:
+        rollout = HFGenerateEngine(
+            engine.unwrapped_model(),
+            pad,
+            batch_size=cfg.rollout.batch_size,
+            weights_context=getattr(engine, "gathered_for_generation", None),
+        )
     stop_ids = stop_token_ids(tokenizer, model)
     score, scorer = make_score_fn(cfg)
     train_records = load_records(cfg.data.train, cfg, "train")

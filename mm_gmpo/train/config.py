@@ -64,6 +64,10 @@ class RolloutConfig:
     max_new_tokens: int = _f(3000, "response length limit; a response that hits it is truncated (reward 0)")
     batch_size: int = _f(64, "prompts per generate() call")
     gpu_memory_utilization: float = _f(0.35, "vLLM: fraction of GPU memory for the engine")
+    vllm_tp: int = _f(1, "vLLM: tensor-parallel size (1 when colocated, one engine per rank)")
+    vllm_enforce_eager: bool | None = _f(None, "vLLM: no CUDA graphs/compile; None: True on CPU")
+    vllm_sleep_level: int = _f(1, "vLLM: sleep level while training (1: weights to host, 2: dropped)")
+    sync_check_every: int = _f(0, "vLLM: every N weight syncs, check engine log-probs equal the trainer's (0: off)")
 
 
 @dataclass
@@ -79,6 +83,11 @@ class LossConfig:
     kl_coef: float = _f(0.0, "KL-to-reference coefficient (k3); 0 as in the paper")
     adv_std_normalize: bool | None = _f(None, "divide advantages by the group std; None: True except dr_grpo")
     filter_zero_variance: bool = _f(False, "drop groups whose rewards are all equal (DAPO dynamic sampling)")
+    tis_cap: float = _f(
+        0.0,
+        "truncated importance weights min(pi_old/pi_sampler, cap) for the sampler/trainer mismatch; "
+        "one weight per sequence (geometric mean of the token weights) scales the advantage (0: off)",
+    )
 
 
 @dataclass
@@ -240,6 +249,7 @@ def validate(cfg: Config) -> Config:
         v = getattr(cfg.loss, side)
         _require(v is None or v >= 0, f"loss.{side}: must be >= 0, got {v}")
     _require(cfg.rollout.engine in ("hf", "vllm"), f"rollout.engine: hf or vllm, got {cfg.rollout.engine!r}")
+    _require(cfg.loss.tis_cap >= 0, f"loss.tis_cap: must be >= 0, got {cfg.loss.tis_cap}")
     _require(cfg.rollout.n >= 1, f"rollout.n: must be >= 1, got {cfg.rollout.n}")
     _require(cfg.rollout.max_new_tokens >= 1, "rollout.max_new_tokens: must be >= 1")
     _require(0 < cfg.rollout.top_p <= 1, f"rollout.top_p: must be in (0, 1], got {cfg.rollout.top_p}")
@@ -267,6 +277,26 @@ def validate(cfg: Config) -> Config:
         f"train.mini_batches ({t.mini_batches}) cannot exceed train.prompts_per_step ({t.prompts_per_step})",
     )
     return cfg
+
+
+def validate_world(cfg: Config, world_size: int) -> None:
+    """Batch arithmetic against the number of ranks: whole prompt groups per rank and mini-batch."""
+    t = cfg.train
+    _require(world_size >= 1, f"world size must be >= 1, got {world_size}")
+    _require(
+        t.prompts_per_step % world_size == 0,
+        f"train.prompts_per_step={t.prompts_per_step} must divide by the world size {world_size} "
+        "(each rank takes whole prompt groups)",
+    )
+    per_rank = t.prompts_per_step // world_size
+    _require(
+        per_rank >= t.mini_batches,
+        f"train.mini_batches={t.mini_batches} exceeds the {per_rank} prompts each of {world_size} ranks gets per step",
+    )
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -20,6 +20,7 @@ from torch import nn
 from mm_gmpo.data.records import Record
 from mm_gmpo.data.sampler import PromptSampler
 from mm_gmpo.objective import compute_policy_loss, group_advantages, zero_variance_groups
+from mm_gmpo.objective.tis import tis_sequence_weights
 from mm_gmpo.rollout.base import PromptInput, Rollout, RolloutEngine, SamplingSettings
 from mm_gmpo.train import dist
 from mm_gmpo.train.checkpoint import load_trainer_state, save_checkpoint, set_rng_state
@@ -170,6 +171,7 @@ class Trainer:
         # 3. old-policy log-probs, recomputed by the trainer on the exact training collation
         old_logp: dict[int, torch.Tensor] = {}
         mismatch = []
+        tis_w = torch.ones(len(rollout))  # [N] per-sequence sampler-mismatch weights (1: off)
         with torch.no_grad():
             for micro in chunks(rows, cfg.train.micro_batch_size):
                 batch = self.path.collate(rollout, micro).to(device)
@@ -181,6 +183,10 @@ class Trainer:
                     old_logp[r] = logp[j, :length].float().cpu()  # [len_r]
                     sampler = torch.tensor(rollout.sampler_logp[r][:length])
                     mismatch.append((old_logp[r] - sampler).abs())
+                    if cfg.loss.tis_cap > 0:
+                        tis_w[r] = tis_sequence_weights(
+                            old_logp[r][None], sampler[None], torch.ones(1, length), cfg.loss.tis_cap
+                        )[0]
 
         # 4. K passes of mini-batch updates
         sums: dict[str, float] = defaultdict(float)
@@ -205,7 +211,7 @@ class Trainer:
                         cfg.loss.name,
                         logp,
                         old,
-                        advantages[micro].to(device),
+                        (advantages[micro] * tis_w[micro]).to(device),
                         batch.response_mask,
                         clip_low=cfg.loss.clip_low,
                         clip_high=cfg.loss.clip_high,
@@ -247,6 +253,9 @@ class Trainer:
         if opt_stats:
             metrics["grad_norm"] = sum(s["grad_norm"] for s in opt_stats) / len(opt_stats)
             metrics["lr"] = opt_stats[-1]["lr"]
+        if cfg.loss.tis_cap > 0 and rows:
+            metrics["tis_seq_weight_mean"] = float(tis_w[rows].mean())
+        metrics.update(getattr(self.rollout_engine, "metrics", dict)())
         metrics["time_step_s"] = time.perf_counter() - t0
         self.state.step += 1
         return metrics

@@ -10,7 +10,7 @@ from typing import Any
 
 from mm_gmpo.train import dist
 from mm_gmpo.train.build import build_run
-from mm_gmpo.train.config import Config
+from mm_gmpo.train.config import Config, to_yaml, validate_world
 from mm_gmpo.train.plots import plot_run
 from mm_gmpo.train.warm_start import warm_start
 
@@ -36,6 +36,11 @@ def train(cfg: Config) -> dict[str, Any]:
     t_start = time.perf_counter()
     Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
     run = build_run(cfg)
+    validate_world(cfg, dist.world_size())
+    if dist.is_main():
+        resolved = to_yaml(cfg)
+        (Path(cfg.train.output_dir) / "config.yaml").write_text(resolved)
+        log.info("resolved config:\n%s", resolved)
     trainer, logger = run.trainer, run.logger
     summary: dict[str, Any] = {
         "output_dir": cfg.train.output_dir,

@@ -51,6 +51,6 @@ def warm_start(trainer: Trainer, steps: int, lr: float, batch_size: int, seed: i
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     optimizer.zero_grad(set_to_none=True)
     return losses
