@@ -30,7 +30,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
         return 0
     summary = train(cfg)
-    print(json.dumps(summary, indent=2))
+    from mm_gmpo.train import dist
+
+    if dist.is_main():
+        print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -176,8 +176,9 @@ def build_run(cfg: Config) -> Run:
     )
     if torch.cuda.is_available():
         model = model.to(f"cuda:{dist.local_rank()}")
-    if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if cfg.model.gradient_checkpointing and cfg.train.engine == "torch":
+        # DeepSpeedEngine sets it up itself (non-reentrant, the form that works under ZeRO-3).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     engine = make_engine(cfg, model)
     path = TextPolicyPath(tokenizer, cfg.data.template, cfg.data.max_prompt_len)
     pad = path.pad_id

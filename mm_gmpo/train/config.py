@@ -37,6 +37,9 @@ class ModelConfig:
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
     trust_remote_code: bool = _f(False, "let transformers run model code shipped with the checkpoint")
     tiny_overrides: dict = _f({}, "config overrides for a tiny:* model (e.g. hidden_size)")
+    min_pixels: int | None = _f(None, "VL: min image pixels for the processor; None: the checkpoint's")
+    max_pixels: int | None = _f(None, "VL: max image pixels for the processor; None: the checkpoint's")
+    freeze_vision_tower: bool = _f(False, "VL: freeze the vision tower and its patch merger")
 
 
 @dataclass
@@ -127,6 +130,7 @@ class TrainConfig:
     micro_batch_size: int = _f(8, "sequences per forward/backward")
     engine: str = _f("torch", "torch (one process) or deepspeed")
     zero_stage: int = _f(2, "DeepSpeed ZeRO stage 0-3")
+    offload: bool = _f(False, "DeepSpeed: optimizer states on the CPU (ZeRO 1-3)")
     save_every: int = _f(0, "checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = _f(2, "how many recent checkpoints to keep")
     resume: str = _f("auto", "auto: newest complete checkpoint in output_dir; never; or a checkpoint path")
@@ -268,6 +272,10 @@ def validate(cfg: Config) -> Config:
     _require(t.micro_batch_size >= 1, "train.micro_batch_size: must be >= 1")
     _require(t.engine in ("torch", "deepspeed"), f"train.engine: torch or deepspeed, got {t.engine!r}")
     _require(t.zero_stage in (0, 1, 2, 3), "train.zero_stage: 0, 1, 2 or 3")
+    _require(
+        not t.offload or (t.engine == "deepspeed" and t.zero_stage >= 1),
+        "train.offload: needs train.engine=deepspeed and train.zero_stage 1-3",
+    )
     _require(
         t.resume in ("auto", "never") or Path(t.resume).exists(),
         f"train.resume: auto, never, or an existing checkpoint path (got {t.resume!r})",

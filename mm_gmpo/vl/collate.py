@@ -39,7 +39,9 @@ RopeIndexFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 MODEL_KEYS = ("pixel_values", "image_grid_thw")
 
 
-def mm_token_types(input_ids: torch.Tensor, image_token_id: int, video_token_id: int | None = None) -> torch.Tensor:
+def mm_token_types(
+    input_ids: torch.Tensor, image_token_id: int, video_token_id: int | None = None
+) -> torch.Tensor:
     """Token types (0 text, 1 image, 2 video) from the ids, as the processor would write them.
 
     Rebuilt from the ids rather than carried along, so that a response (always text) and the
@@ -170,4 +172,3 @@ def collate_vl_train(
     batch.position_ids = positions
     batch.extra = images
     return batch
-

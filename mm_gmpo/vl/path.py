@@ -43,7 +43,6 @@ from mm_gmpo.train.collate import TrainBatch, response_logp_and_entropy
 from mm_gmpo.vl.collate import MODEL_KEYS, collate_for_generate, collate_vl_train
 from mm_gmpo.vl.model import processor_pixel_limits
 
-
 VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
 BANNED_LOGIT = -1e30
 
@@ -118,7 +117,13 @@ class VLPolicyPath:
         messages = self._messages(record)
         images = self._load_images(record, messages)
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        out = self.processor(text=[text], images=images or None, return_tensors="pt")
+        try:
+            out = self.processor(text=[text], images=images or None, return_tensors="pt")
+        except ValueError as exc:  # e.g. a literal <|image_pad|> in the problem text
+            raise _reasoned(
+                BadRecordError(f"record {record.id!r}: processor refused the prompt: {exc}"),
+                "image_token_mismatch",
+            ) from exc
         ids: list[int] = out["input_ids"][0].tolist()
         n_image_tokens = sum(1 for t in ids if t == self.image_token_id)
         multimodal = None
@@ -126,7 +131,10 @@ class VLPolicyPath:
         if images:
             grid = out["image_grid_thw"]  # [n_images, 3]
             expected = int(grid.prod(dim=1).sum()) // self.merge_size**2
-            multimodal = {"pixel_values": out["pixel_values"], "image_grid_thw": grid.long()}  # [patches, D], [n, 3]
+            multimodal = {
+                "pixel_values": out["pixel_values"],
+                "image_grid_thw": grid.long(),
+            }  # [patches, D], [n, 3]
         if n_image_tokens != expected:
             # e.g. a literal "<|image_pad|>" in the problem text: the model would fail with
             # "Image features and image tokens do not match" in the middle of a step.
@@ -194,7 +202,9 @@ class VLPolicyPath:
 
     def generate_collate(self) -> Any:
         """A plain function of (prompts, pad_id), for engines that want one."""
-        return partial(collate_for_generate, image_token_id=self.image_token_id, video_token_id=self.video_token_id)
+        return partial(
+            collate_for_generate, image_token_id=self.image_token_id, video_token_id=self.video_token_id
+        )
 
     def collate(self, rollout: Rollout, rows: list[int]) -> TrainBatch:
         return collate_vl_train(

@@ -1,0 +1,107 @@
+"""Image-aware collation: generate inputs, micro-batches cut from a rollout, refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mm_gmpo.data.records import Record
+from mm_gmpo.rollout.base import Rollout, SamplingSettings
+from mm_gmpo.rollout.hf import HFGenerateEngine
+from mm_gmpo.vl.collate import IMAGE_TYPE, split_images
+
+
+def test_generate_inputs_left_padded_with_images_in_prompt_order(vl_path, mixed) -> None:
+    prompts = [vl_path.build_prompt(r) for r in mixed]
+    batch = vl_path.collate_for_generate(prompts, vl_path.pad_id)
+    ids, attn = batch["input_ids"], batch["attention_mask"]  # [4, P]
+    width = ids.shape[1]
+    for row, p in enumerate(prompts):
+        n = len(p.input_ids)
+        assert ids[row, width - n :].tolist() == p.input_ids  # left padding: prompt ends at column P
+        assert attn[row, : width - n].sum() == 0 and attn[row, width - n :].all()
+    expected_pixels = torch.cat([p.multimodal["pixel_values"] for p in prompts])  # [sum patches, D]
+    assert torch.equal(batch["pixel_values"], expected_pixels)
+    assert batch["image_grid_thw"].tolist() == [g for p in prompts for g in p.multimodal["image_grid_thw"].tolist()]
+    types = batch["mm_token_type_ids"]  # [4, P]
+    assert torch.equal(types == IMAGE_TYPE, ids == vl_path.image_token_id)
+    assert int((types == IMAGE_TYPE).sum()) * 4 == int(batch["image_grid_thw"].prod(dim=1).sum())
+
+
+def test_micro_batch_keeps_each_samples_images(sampled, vl_path, vl_model) -> None:
+    """Rows cut out of the rollout (any order) carry exactly their own images and score the same."""
+    _, rollout = sampled
+    full = vl_path.collate(rollout, list(range(len(rollout))))
+    rows = [5, 2, 3]  # prompt 2, prompt 1 (two images), prompt 1
+    micro = vl_path.collate(rollout, rows)
+    per_sample = split_images(micro.extra)
+    assert micro.extra["image_counts"].tolist() == [1, 2, 2]
+    for got, r in zip(per_sample, rows):
+        assert torch.equal(got["pixel_values"], rollout.multimodal[r]["pixel_values"])
+        assert torch.equal(got["image_grid_thw"], rollout.multimodal[r]["image_grid_thw"])
+    with torch.no_grad():
+        logp_full, _ = vl_path.forward(vl_model, full, 0.8, with_entropy=False)  # [8, R]
+        logp_micro, _ = vl_path.forward(vl_model, micro, 0.8, with_entropy=False)  # [3, R']
+    for j, r in enumerate(rows):
+        n = len(rollout.response_ids[r])
+        assert torch.allclose(logp_micro[j, :n], logp_full[r, :n], atol=1e-5)
+
+
+def test_collate_refuses_images_that_do_not_match_the_tokens(sampled, vl_path) -> None:
+    """Swapping a row's images for another prompt's is caught before the model sees it."""
+    _, rollout = sampled
+    bad = rollout.select([0, 2])
+    bad.multimodal = [bad.multimodal[1], bad.multimodal[1]]  # row 0 now carries prompt 1's two images
+    with pytest.raises(ValueError, match="do not match"):
+        vl_path.collate(bad, [0, 1])
+
+
+def test_text_only_records_work_without_image_tensors(vl_path, vl_model, stop) -> None:
+    prompts = [vl_path.build_prompt(Record(f"t{i}", f"What is {i} + 1?", str(i + 1))) for i in range(3)]
+    assert all(p.multimodal is None for p in prompts)
+    gen = vl_path.collate_for_generate(prompts, vl_path.pad_id)
+    assert "pixel_values" not in gen and not gen["mm_token_type_ids"].any()
+    engine = HFGenerateEngine(vl_model, vl_path.pad_id, collate=vl_path.collate_for_generate)
+    torch.manual_seed(0)
+    rollout = engine.generate(prompts, SamplingSettings(n=2, max_new_tokens=5, stop_token_ids=stop))
+    batch = vl_path.collate(rollout, list(range(len(rollout))))
+    assert batch.extra == {}
+    assert torch.equal(batch.position_ids[0], batch.position_ids[2])  # text only: 3 equal rows
+    with torch.no_grad():
+        logp, _ = vl_path.forward(vl_model, batch, 1.0, with_entropy=False)
+    for i, resp in enumerate(rollout.response_ids):
+        assert torch.allclose(logp[i, : len(resp)], torch.tensor(rollout.sampler_logp[i]), atol=1e-5)
+
+
+def test_vision_tokens_are_never_sampled_and_get_zero_probability(vl_path, vl_model, stop) -> None:
+    """A sampled <|image_pad|> would break the next training forward; the ban prevents it.
+
+    The un-banned run with the same seed does sample them (test of the test).
+    """
+    prompts = [vl_path.build_prompt(Record(f"t{i}", f"Say something about {i}.", "0")) for i in range(4)]
+    engine = HFGenerateEngine(vl_model, vl_path.pad_id, collate=vl_path.collate_for_generate)
+    hot = SamplingSettings(n=4, temperature=3.0, max_new_tokens=40, stop_token_ids=stop)
+    banned = set(vl_path.banned_token_ids)
+
+    def sampled_banned() -> int:
+        torch.manual_seed(3)
+        rollout = engine.generate(prompts, hot)
+        return sum(t in banned for r in rollout.response_ids for t in r)
+
+    config = vl_model.generation_config
+    saved = config.suppress_tokens
+    try:
+        config.suppress_tokens = None
+        assert sampled_banned() > 0
+    finally:
+        config.suppress_tokens = saved
+    assert sampled_banned() == 0
+
+    # The trainer's distribution agrees: a banned token as a response gets ~zero probability.
+    prompt = prompts[0].input_ids
+    fake = Rollout([0], [prompt], [[15]], [[0.0]], [False], [None])  # one plain text token
+    batch = vl_path.collate(fake, [0])
+    batch.response_ids[0, 0] = vl_path.banned_token_ids[-1]  # score a banned id as the target
+    with torch.no_grad():
+        logp, entropy = vl_path.forward(vl_model, batch, 1.0)
+    assert float(logp[0, 0]) < -1e20 and torch.isfinite(entropy).all()
