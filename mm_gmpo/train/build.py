@@ -54,9 +54,17 @@ def resolve_model_path(cfg: Config) -> Path | str:
 def load_records(source: str, cfg: Config, split: str) -> list[Record]:
     """Records from a file / HF id, or the built-in synthetic task."""
     if source.startswith("synthetic:"):
-        from mm_gmpo.data.synthetic import make_arithmetic_records, make_comparison_records
+        from mm_gmpo.data.synthetic import (
+            make_arithmetic_records,
+            make_comparison_records,
+            make_largest_records,
+        )
 
-        makers = {"arithmetic": make_arithmetic_records, "compare": make_comparison_records}
+        makers = {
+            "arithmetic": make_arithmetic_records,
+            "compare": make_comparison_records,
+            "largest": make_largest_records,
+        }
         task = source.split(":", 1)[1]
         if task not in makers:
             raise ValueError(f"data: unknown synthetic task {source!r} (known: {', '.join(makers)})")

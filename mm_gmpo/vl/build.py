@@ -56,7 +56,6 @@ def build_vl_components(
 
     ``model_dir`` is what ``build_run`` resolved (a tiny model's directory, a checkpoint's
     ``model/`` when resuming, or a hub id). The model is on CPU; the caller moves it.
-    Vision placeholder tokens are banned from sampling here (see :mod:`mm_gmpo.vl.path`).
     """
     low, high = pixel_budget(cfg)
     trust = bool(getattr(cfg.model, "trust_remote_code", False))
@@ -70,5 +69,4 @@ def build_vl_components(
     )
     template = getattr(cfg.data, "template", "geometry") or "geometry"
     path = VLPolicyPath(processor, model, template, int(cfg.data.max_prompt_len))
-    path.ban_vision_tokens(model)
     return model, processor, path, path.generate_collate()

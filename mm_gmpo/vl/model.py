@@ -37,15 +37,17 @@ def load_vl_processor(
     """
     from transformers import AutoProcessor
 
-    kwargs: dict[str, Any] = {}
-    if min_pixels is not None:
-        kwargs["min_pixels"] = int(min_pixels)
-    if max_pixels is not None:
-        kwargs["max_pixels"] = int(max_pixels)
-    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
-    low, high = processor_pixel_limits(processor)
-    if low > high:
-        raise ValueError(f"min_pixels ({low}) is larger than max_pixels ({high})")
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if min_pixels is not None or max_pixels is not None:
+        saved_low, saved_high = processor_pixel_limits(processor)
+        low = int(min_pixels) if min_pixels is not None else saved_low
+        high = int(max_pixels) if max_pixels is not None else saved_high
+        if low > high:
+            raise ValueError(f"min_pixels ({low}) is larger than max_pixels ({high})")
+        # transformers 5.x: the pixel budget is ``size`` (min_pixels / max_pixels are deprecated).
+        processor = AutoProcessor.from_pretrained(
+            path, trust_remote_code=trust_remote_code, size={"shortest_edge": low, "longest_edge": high}
+        )
     processor.tokenizer.padding_side = "left"
     return processor
 
@@ -111,5 +113,9 @@ def load_vl_model(
     if gradient_checkpointing:
         # use_reentrant=False (the transformers 5 default) keeps gradients flowing into the
         # language model even when the frozen vision tower hands it inputs without grad.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return model

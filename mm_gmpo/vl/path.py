@@ -15,14 +15,12 @@ only what images change lives here:
 * ``collate``: :func:`mm_gmpo.vl.collate.collate_vl_train`; ``TrainBatch.position_ids`` holds
   the 3-D mRoPE positions [3, B, P+R] computed by the model's own ``get_rope_index``, so the
   training forward scores responses at the positions ``generate`` sampled them at.
-* ``forward``: the model with ``pixel_values`` / ``image_grid_thw`` and those positions.
-* vision placeholder tokens (``<|image_pad|>``, ``<|vision_start|>``, ...) are banned from
-  responses: :meth:`VLPolicyPath.ban_vision_tokens` makes ``generate`` suppress them and the
-  forward gives them zero probability too, so sampler and trainer score the same
-  distribution. Why: a sampled ``<|image_pad|>`` is an ordinary embedding during decoding,
-  but in the training forward it counts as an image slot and the step dies with "Image
-  features and image tokens do not match: tokens: N+1, features N" (a failure RL users of
-  Qwen-VL report from vLLM rollouts).
+* ``forward``: builds the input embeddings itself: token embeddings, with the vision
+  tower's features written into the *prompt's* image slots (each distinct prompt's images
+  encoded once, repeated for its ``n`` responses), then runs the model on those embeddings
+  at the 3-D positions. That is exactly what ``generate`` computed at prefill (images into
+  the prompt's slots) and while decoding (plain embeddings, text positions), including for
+  a response that sampled an ``<|image_pad|>`` token (see :mod:`mm_gmpo.vl.collate`).
 """
 
 from __future__ import annotations
@@ -40,11 +38,14 @@ from mm_gmpo.data.templates import PromptTemplate, get_template
 from mm_gmpo.rollout.base import PromptInput, Rollout
 from mm_gmpo.text.path import BadRecordError
 from mm_gmpo.train.collate import TrainBatch, response_logp_and_entropy
-from mm_gmpo.vl.collate import MODEL_KEYS, collate_for_generate, collate_vl_train
+from mm_gmpo.vl.collate import (
+    IMAGE_TYPE,
+    collate_for_generate,
+    collate_vl_train,
+    distinct_offsets,
+    mm_token_types,
+)
 from mm_gmpo.vl.model import processor_pixel_limits
-
-VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
-BANNED_LOGIT = -1e30
 
 
 class BadImageError(BadRecordError):
@@ -87,17 +88,6 @@ class VLPolicyPath:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
         self.bad_records: Counter[str] = Counter()
-        self.banned_token_ids = _vision_token_ids(self.tokenizer, config)
-
-    def ban_vision_tokens(self, model: nn.Module) -> None:
-        """Make ``model.generate`` never sample a vision placeholder token (see module doc).
-
-        Goes through ``generation_config.suppress_tokens`` so every caller of ``generate``
-        (the rollout engine, evaluation) gets it; it is saved with checkpoints.
-        """
-        config = model.generation_config
-        current = list(getattr(config, "suppress_tokens", None) or [])
-        config.suppress_tokens = sorted(set(current) | set(self.banned_token_ids))
 
     # ------------------------------------------------------------ prompts
     def build_prompt(self, record: Record) -> PromptInput:
@@ -222,38 +212,60 @@ class VLPolicyPath:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probs [B, R] (and entropy [B, R]) of the response tokens, images included."""
         width_r = batch.response_ids.shape[1]
-        images = {k: batch.extra[k] for k in MODEL_KEYS if k in batch.extra}
+        embeds = self.input_embeddings(model, batch)  # [B, P+R, H]
         out = model(
-            input_ids=batch.input_ids,  # [B, P+R]
+            inputs_embeds=embeds,
             attention_mask=batch.attention_mask,  # [B, P+R]
             position_ids=batch.position_ids,  # [3, B, P+R] mRoPE
             logits_to_keep=width_r + 1,
             use_cache=False,
-            **images,
         )
-        logits = out.logits[:, :-1].float()  # [B, R, V]: position P-1+t predicts response token t
-        if self.banned_token_ids:
-            banned = torch.tensor(self.banned_token_ids, device=logits.device)  # [n_banned]
-            # A large finite value, not -inf: 0 * -inf would turn the entropy into NaN.
-            logits = logits.index_fill(-1, banned, BANNED_LOGIT)  # [B, R, V]
+        logits = out.logits[:, :-1]  # [B, R, V]: position P-1+t predicts response token t
         return response_logp_and_entropy(logits, batch.response_ids, temperature, with_entropy)
+
+    def input_embeddings(self, model: nn.Module, batch: TrainBatch) -> torch.Tensor:
+        """Token embeddings with image features in the prompt's image slots [B, P+R, H].
+
+        ``model`` may be a wrapper with the HF model at ``.module`` (DeepSpeed): the embedding
+        table and the vision tower are called as submodules, which ZeRO-3 gathers as usual.
+        """
+        hf = getattr(model, "module", model)
+        embeds = hf.get_input_embeddings()(batch.input_ids)  # [B, P+R, H]
+        if "pixel_values" not in batch.extra:
+            return embeds
+        extra = batch.extra
+        per_image = self.image_features(
+            hf, extra["pixel_values"], extra["image_grid_thw"]
+        )  # [tokens_i, H] each
+        offsets = distinct_offsets(extra)  # (first image, n images, ...) per distinct sample
+        rows = [
+            per_image[i]
+            for s in extra["image_source"].tolist()
+            if s >= 0
+            for i in range(offsets[s][0], offsets[s][0] + offsets[s][1])
+        ]
+        features = torch.cat(rows).to(embeds.dtype)  # [row image tokens, H], in reading order
+        slots = (
+            mm_token_types(batch.input_ids, self.image_token_id, self.video_token_id, batch.prompt_width)
+            == IMAGE_TYPE
+        )  # [B, P+R]
+        if int(slots.sum()) != features.shape[0]:
+            raise ValueError(f"{int(slots.sum())} image slots but {features.shape[0]} image features")
+        return embeds.masked_scatter(slots.unsqueeze(-1), features)  # [B, P+R, H]
+
+    def image_features(
+        self, hf: nn.Module, pixel_values: torch.Tensor, grid_thw: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Vision tower + merger output, one [tokens_i, H] tensor per image."""
+        out = hf.get_image_features(pixel_values, grid_thw)
+        feats = getattr(out, "pooler_output", out)  # transformers 5.x: a model output
+        if isinstance(feats, torch.Tensor):  # older versions: one flat tensor
+            sizes = (grid_thw.prod(dim=1) // self.merge_size**2).tolist()
+            return list(torch.split(feats, sizes))
+        return list(feats)
 
     def decode(self, rollout: Rollout) -> list[str]:
         return self.tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
-
-
-def _vision_token_ids(tokenizer: Any, config: Any) -> list[int]:
-    """Ids of the placeholder tokens a response must never contain."""
-    ids = {int(config.image_token_id)}
-    for name in ("video_token_id", "vision_start_token_id", "vision_end_token_id"):
-        value = getattr(config, name, None)
-        if value is not None:
-            ids.add(int(value))
-    for token in VISION_TOKENS:
-        tid = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id:
-            ids.add(tid)
-    return sorted(ids)
 
 
 def _reasoned(exc: BadRecordError, reason: str) -> BadRecordError:

@@ -19,7 +19,11 @@ def gradient_png(width: int, height: int, seed: int = 0) -> bytes:
     """A non-constant picture (a constant one would hide patch-order and image-mixing bugs)."""
     img = Image.new("RGB", (width, height))
     img.putdata(
-        [((x * 7 + seed * 31) % 256, (y * 5 + seed) % 256, (x + y + seed * 11) % 256) for y in range(height) for x in range(width)]
+        [
+            ((x * 7 + seed * 31) % 256, (y * 5 + seed) % 256, (x + y + seed * 11) % 256)
+            for y in range(height)
+            for x in range(width)
+        ]
     )
     buf = io.BytesIO()
     img.save(buf, format="PNG")
@@ -30,10 +34,16 @@ def mixed_records() -> list[Record]:
     """Four prompts: different image sizes and aspect ratios, the second with two images."""
     return [
         Record("a", "How many sides?", "3", images=[gradient_png(60, 40, 1)]),
-        Record("b", "Compare the <image> first figure with the <image> second one.", "4",
-               images=[gradient_png(200, 90, 2), gradient_png(40, 150, 3)]),
+        Record(
+            "b",
+            "Compare the <image> first figure with the <image> second one.",
+            "4",
+            images=[gradient_png(200, 90, 2), gradient_png(40, 150, 3)],
+        ),
         Record("c", "Which one is larger?", "5", images=[gradient_png(112, 112, 4)]),
-        Record("d", "Read the number written in this diagram, please.", "6", images=[gradient_png(300, 300, 5)]),
+        Record(
+            "d", "Read the number written in this diagram, please.", "6", images=[gradient_png(300, 300, 5)]
+        ),
     ]
 
 
@@ -58,16 +68,16 @@ def vl_model(vl_dir: Path) -> torch.nn.Module:
 
 @pytest.fixture(scope="session")
 def vl_path(processor, vl_model) -> VLPolicyPath:
-    path = VLPolicyPath(processor, vl_model, "geometry", max_prompt_len=1024)
-    path.ban_vision_tokens(vl_model)
-    return path
+    return VLPolicyPath(processor, vl_model, "geometry", max_prompt_len=1024)
 
 
 @pytest.fixture(scope="session")
 def stop(processor) -> tuple[int, ...]:
     """End-of-response ids of the tiny model (<|im_end|>, <|endoftext|>)."""
     tok = processor.tokenizer
-    return tuple(sorted({tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")}))
+    return tuple(
+        sorted({tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")})
+    )
 
 
 @pytest.fixture()

@@ -90,7 +90,9 @@ def test_awkward_modes_load_as_rgb(fresh_path) -> None:
 def test_transparent_la_image_is_composited_on_white(fresh_path) -> None:
     """A transparent diagram must not turn black: same pixels as a plain white picture."""
     la = fresh_path.build_prompt(Record("la", "Q", "x", images=[awkward_modes()["la"]]))
-    white = fresh_path.build_prompt(Record("w", "Q", "x", images=[encode(Image.new("RGB", (64, 48), "white"))]))
+    white = fresh_path.build_prompt(
+        Record("w", "Q", "x", images=[encode(Image.new("RGB", (64, 48), "white"))])
+    )
     assert torch.allclose(la.multimodal["pixel_values"], white.multimodal["pixel_values"])
 
 

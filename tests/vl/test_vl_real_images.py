@@ -34,7 +34,6 @@ def test_sixteen_real_records_collate_generate_and_match(real_records, vl_dir, v
     # A larger budget than the tiny default (up to 64 tokens) so picture sizes stay different.
     processor = load_vl_processor(vl_dir, min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28)
     path = VLPolicyPath(processor, vl_model, "geometry", max_prompt_len=2048)
-    path.ban_vision_tokens(vl_model)
     prompts = [path.build_prompt(r) for r in real_records]
     assert len(prompts) == 16
     grids = [tuple(g) for p in prompts for g in p.multimodal["image_grid_thw"].tolist()]

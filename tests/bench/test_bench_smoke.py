@@ -1,0 +1,166 @@
+"""Each benchmark runs at a tiny size and writes its row; RESULTS.md renders from the rows.
+
+No timing is asserted here (the machine is shared and noisy): only that every script runs,
+writes ``row<N>.json`` with the fields the table needs, and that the renderer puts each row in
+the table. The figures themselves come from ``python bench/run_all.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "bench"
+HAS_BENCH_VENV = (REPO / ".venv-bench" / "bin" / "python").exists()
+HAS_VLLM_VENV = (REPO / ".venv-vllm" / "bin" / "python").exists()
+HAS_MATH500 = (REPO.parent / "shared" / "data" / "math" / "math500.jsonl").exists()
+
+
+def _run(script: str, out: Path, *args: str, timeout: float = 600) -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), "--out", str(out), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _row(out: Path, n: int) -> dict:
+    path = out / f"row{n}.json"
+    assert path.exists(), f"row{n}.json not written"
+    row = json.loads(path.read_text())
+    assert row["row"] == n
+    for key in ("name", "figure", "value", "baseline_value", "ratio", "status", "conditions", "machine"):
+        assert key in row
+    assert row["machine"]["cores_available"] >= 1
+    return row
+
+
+def _load_run_all():
+    spec = importlib.util.spec_from_file_location("bench_run_all", BENCH / "run_all.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_row3_objective_checks_equality_and_writes_row(tmp_path):
+    _run("bench_objective.py", tmp_path, "--batch", "4", "--seq", "32", "--repeats", "1")
+    row = _row(tmp_path, 3)
+    assert row["value"] > 0 and row["baseline_value"] > 0
+    assert row["ratio"] == pytest.approx(row["value"] / row["baseline_value"])
+    assert row["details"]["grpo_ms_median"] > 0
+
+
+def test_row3_reference_matches_batched_loss():
+    import torch
+
+    spec = importlib.util.spec_from_file_location("bench_objective", BENCH / "bench_objective.py")
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    from mm_gmpo.objective import compute_policy_loss
+
+    logp, old, adv, mask, lengths = mod.make_batch(6, 20, seed=3)
+    a = logp.clone().requires_grad_(True)
+    compute_policy_loss("gmpo", a, old, adv, mask)[0].backward()
+    b = logp.clone().requires_grad_(True)
+    mod.reference_gmpo_loss(b, old, adv, lengths).backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.skipif(not HAS_MATH500, reason="shared/data/math/math500.jsonl absent (bench_rewards.py reads it)")
+def test_row4_verifier_writes_row(tmp_path):
+    _run("bench_verifier.py", tmp_path, "--runs", "1", "--rounds", "1")
+    row = _row(tmp_path, 4)
+    assert row["value"] > 0 and row["baseline_value"] > 0
+    assert row["details"]["errors"] == [0]
+
+
+def test_row1_mm_gmpo_side_without_trl_env_writes_row(tmp_path):
+    _run(
+        "bench_step.py",
+        tmp_path,
+        *("--prompts", "2", "--n", "2", "--max-new-tokens", "3", "--micro-batch", "2", "--records", "8"),
+        *("--warmup", "1", "--steps", "1", "--rounds", "1", "--bench-venv", "no-such-venv"),
+    )
+    row = _row(tmp_path, 1)
+    assert row["value"] > 0
+    assert row["status"] == "baseline not measured" and "no-such-venv" in row["conditions"]
+    assert row["details"]["mm_gmpo_phases_median_s"]["generate"] > 0
+
+
+@pytest.mark.skipif(not HAS_BENCH_VENV, reason=".venv-bench absent: run `bash bench/setup_bench_env.sh` (TRL)")
+def test_row1_against_trl_writes_ratio(tmp_path):
+    _run(
+        "bench_step.py",
+        tmp_path,
+        *("--prompts", "2", "--n", "2", "--max-new-tokens", "3", "--micro-batch", "2", "--records", "8"),
+        *("--warmup", "1", "--steps", "1", "--rounds", "1"),
+    )
+    row = _row(tmp_path, 1)
+    assert row["status"] == "measured"
+    assert row["baseline_value"] > 0 and row["ratio"] == pytest.approx(row["value"] / row["baseline_value"])
+    assert row["details"]["trl_version"]
+
+
+@pytest.mark.skipif(not HAS_VLLM_VENV, reason=".venv-vllm absent: run `bash scripts/setup_vllm_env.sh`")
+def test_row2_rollout_writes_row(tmp_path):
+    _run(
+        "bench_rollout_row.py",
+        tmp_path,
+        *("--runs", "1", "--prompts", "2", "--n", "2", "--max-new-tokens", "4", "--repeats", "1"),
+    )
+    row = _row(tmp_path, 2)
+    assert row["value"] > 0 and row["baseline_value"] > 0
+
+
+def test_row2_without_vllm_env_says_so(tmp_path):
+    _run("bench_rollout_row.py", tmp_path, "--venv", "no-such-venv")
+    row = _row(tmp_path, 2)
+    assert row["status"] == "not measured" and "no-such-venv" in row["conditions"]
+
+
+def test_row5_quick_demo_writes_row(tmp_path):
+    _run("bench_demo.py", tmp_path, "--quick", "--only", "text")
+    row = _row(tmp_path, 5)
+    text = row["details"]["demos"]["text"]
+    assert text["ok_runs"] == 1, text
+    assert text["wall_s"] > 0 and text["peak_rss_mb"] > 50
+
+
+def test_row6_gpu_step_dry_run_counts_flops(tmp_path):
+    _run("gpu_step.py", tmp_path, "--dry-run")
+    row = _row(tmp_path, 6)
+    assert row["status"] == "not measured"
+    d = row["details"]
+    assert 1.4e9 < d["params"] < 1.7e9  # Qwen2.5-1.5B
+    assert d["flops_per_token"] > 6 * d["matmul_params"]
+
+
+def test_profile_and_render(tmp_path):
+    _run(
+        "profile_step.py",
+        tmp_path,
+        *("--prompts", "2", "--n", "2", "--max-new-tokens", "3", "--micro-batch", "2", "--steps", "1"),
+        *("--warmup", "0", "--rate", "200"),
+    )
+    profile = json.loads((tmp_path / "profile.json").read_text())
+    assert "error" in profile or profile["slowest_phase"]
+    _run("gpu_step.py", tmp_path, "--dry-run")
+    _run("bench_objective.py", tmp_path, "--batch", "4", "--seq", "16", "--repeats", "1")
+    run_all = _load_run_all()
+    md = tmp_path / "RESULTS.md"
+    text = run_all.render(tmp_path, md)
+    assert md.read_text() == text
+    assert "| 3 |" in text and "| 6 |" in text and "no GPU lent" in text
+    assert "## Machine" in text and "## Targets and limits" in text
