@@ -47,7 +47,9 @@ def run_demo(config: Path, quick: bool, timeout: float) -> dict:
     }
     m = DEMO_LINE.search(res.stdout)
     if m:
-        result.update(acc_before=float(m.group(1)), acc_after=float(m.group(2)), train_wall_s=float(m.group(3)))
+        result.update(
+            acc_before=float(m.group(1)), acc_after=float(m.group(2)), train_wall_s=float(m.group(3))
+        )
     if res.returncode != 0:
         lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
         result["error"] = lines[-1][:300] if lines else "no stderr"
@@ -57,7 +59,7 @@ def run_demo(config: Path, quick: bool, timeout: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one RL step per demo (smoke test)")
-    ap.add_argument("--runs", type=int, default=1, help="runs per demo (median)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per demo (median)")
     ap.add_argument("--only", choices=sorted(DEMOS), default=None)
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--out", default=str(DEFAULT_OUT))
@@ -100,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "row": 5,
-                **{k: {kk: v.get(kk) for kk in ("wall_s", "peak_rss_mb", "error")} for k, v in per_demo.items()},
+                **{
+                    k: {kk: v.get(kk) for kk in ("wall_s", "peak_rss_mb", "error")}
+                    for k, v in per_demo.items()
+                },
                 "written": str(path),
             }
         )

@@ -83,7 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     vllm_v = median([r["vllm_tokens_per_s"] for r in runs])
     hf_v = median([r["hf_tokens_per_s"] for r in runs])
     ratio = median([r["ratio"] for r in runs])
-    versions = run_measured([str(py), "-c", "import vllm, torch, transformers; print(vllm.__version__, torch.__version__, transformers.__version__)"])
+    versions = run_measured(
+        [
+            str(py),
+            "-c",
+            "import vllm, torch, transformers; print(vllm.__version__, torch.__version__, transformers.__version__)",
+        ]
+    )
     row = Row(
         row=2,
         name="Rollout tokens/s: vLLM engine vs transformers engine",

@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reward-timeout", type=float, default=5.0)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per round")
-    ap.add_argument("--rounds", type=int, default=2, help="subprocess pairs, alternating the sides")
+    ap.add_argument("--rounds", type=int, default=3, help="subprocess pairs, alternating the sides")
     ap.add_argument("--bench-venv", default=".venv-bench")
     ap.add_argument("--side-timeout", type=float, default=1800)
     ap.add_argument("--out", default=str(DEFAULT_OUT))
@@ -404,7 +404,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     row = orchestrate(args)
     path = write_row(row, args.out)
-    print(json.dumps({"row": 1, "value": row.value, "baseline": row.baseline_value, "ratio": row.ratio, "written": str(path)}))
+    print(
+        json.dumps(
+            {
+                "row": 1,
+                "value": row.value,
+                "baseline": row.baseline_value,
+                "ratio": row.ratio,
+                "written": str(path),
+            }
+        )
+    )
     return 0
 
 

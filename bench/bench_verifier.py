@@ -48,7 +48,12 @@ def baseline_once() -> dict:
     t0 = time.perf_counter()
     correct = sum(math_accuracy(r, a) for r, a in zip(responses, answers))
     dt = time.perf_counter() - t0
-    return {"answers": len(responses), "seconds": dt, "answers_per_s": len(responses) / dt, "correct": correct}
+    return {
+        "answers": len(responses),
+        "seconds": dt,
+        "answers_per_s": len(responses) / dt,
+        "correct": correct,
+    }
 
 
 def _pinned(cmd: list[str]) -> list[str]:

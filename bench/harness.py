@@ -98,7 +98,11 @@ def _tree_rss_bytes(pid: int) -> int:
 
 
 def run_measured(
-    cmd: Sequence[str], *, cwd: Path | str = REPO, env: dict[str, str] | None = None, timeout: float | None = None
+    cmd: Sequence[str],
+    *,
+    cwd: Path | str = REPO,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
 ) -> ProcResult:
     """Run ``cmd``; wall time, peak RSS of its largest process (wait4) and of its whole tree."""
     t0 = time.perf_counter()

@@ -41,21 +41,25 @@ def _loop_markers() -> tuple[int, int, int]:
     return find("# 3. old-policy"), find("# 4. K passes"), find("# 5. metrics")
 
 
-def _frames(stack: str) -> list[tuple[str, str, int]]:
+def _frames(stack: str) -> list[tuple[str, str, int, str]]:
+    """(function name, file, line, qualified name) per frame, outermost first."""
     out = []
     for raw in stack.split(";"):
         m = FRAME.match(raw.strip())
         if m:
-            out.append((m["func"], m["file"], int(m["line"] or 0)))
+            qual = m["func"]
+            out.append((qual.rsplit(".", 1)[-1], m["file"], int(m["line"] or 0), qual))
         else:
-            out.append((raw.strip(), "", 0))
+            out.append((raw.strip(), "", 0, raw.strip()))
     return out
 
 
-def phase_of(frames: list[tuple[str, str, int]], markers: tuple[int, int, int]) -> str:
+def phase_of(frames: list[tuple[str, str, int, str]], markers: tuple[int, int, int]) -> str:
     """The phase of one sample: decided by the rl_step frame's line and the frames below it."""
     old_start, upd_start, met_start = markers
-    idx = next((i for i, f in enumerate(frames) if f[0] == "rl_step" and f[1].endswith("train/loop.py")), None)
+    idx = next(
+        (i for i, f in enumerate(frames) if f[0] == "rl_step" and f[1].endswith("train/loop.py")), None
+    )
     if idx is None:
         return "outside the step"
     line = frames[idx][2]
@@ -89,7 +93,7 @@ def phase_of(frames: list[tuple[str, str, int]], markers: tuple[int, int, int]) 
 def analyse(raw_path: Path, top: int = 10) -> dict:
     markers = _loop_markers()
     phases: Counter[str] = Counter()
-    samples: list[tuple[str, list[tuple[str, str, int]], int]] = []
+    samples: list[tuple[str, list[tuple[str, str, int, str]], int]] = []
     for line in raw_path.read_text().splitlines():
         if not line.strip():
             continue
@@ -120,9 +124,9 @@ def analyse(raw_path: Path, top: int = 10) -> dict:
             outer = next(
                 (f for f in reversed(frames) if "torch/" not in f[1] and not f[1].startswith("<")), frames[-1]
             )
-            callers[f"{outer[0]} ({_short(outer[1])})"] += n
+            callers[f"{outer[3]} ({_short(outer[1])})"] += n
         leaf = frames[-1]
-        leaves[f"{leaf[0]} ({_short(leaf[1])})"] += n
+        leaves[f"{leaf[3]} ({_short(leaf[1])})"] += n
     n_slow = max(1, in_step.get(slowest, 0))
     return {
         "samples_in_step": total,
@@ -195,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             result = {"error": f"py-spy failed (rc {proc.returncode}): {proc.stderr.strip()[-500:]}"}
         else:
             result = analyse(raw)
+            shutil.copyfile(raw, out_dir / "profile_raw.txt")  # py-spy's collapsed stacks
             result["setting"] = (
                 f"{args.prompts} prompts x G={args.n}, {args.max_new_tokens} new tokens, micro-batch "
                 f"{args.micro_batch}, {args.warmup} warm-up + {args.steps} steps, py-spy {args.rate} Hz"

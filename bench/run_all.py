@@ -43,9 +43,25 @@ QUICK_ARGS = {
     3: ["--batch", "8", "--seq", "64", "--repeats", "2"],
     4: ["--runs", "1", "--rounds", "1"],
     2: ["--runs", "1", "--prompts", "2", "--n", "2", "--max-new-tokens", "8", "--repeats", "1"],
-    1: ["--prompts", "2", "--n", "2", "--max-new-tokens", "4", "--micro-batch", "2", "--records", "16",
-        "--warmup", "1", "--steps", "2", "--rounds", "1"],
-    5: ["--quick"],
+    1: [
+        "--prompts",
+        "2",
+        "--n",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--micro-batch",
+        "2",
+        "--records",
+        "16",
+        "--warmup",
+        "1",
+        "--steps",
+        "2",
+        "--rounds",
+        "1",
+    ],
+    5: ["--quick", "--runs", "1"],
     6: ["--dry-run"],
     0: ["--prompts", "2", "--n", "2", "--max-new-tokens", "4", "--micro-batch", "2", "--steps", "1"],
 }
@@ -64,7 +80,11 @@ def run_benchmarks(rows: list[int], out: Path, quick: bool) -> dict[int, dict]:
         print(f"[bench] row {row}: rc {proc.returncode} in {dt:.0f} s  {tail[:300]}", flush=True)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
-        log[row] = {"returncode": proc.returncode, "seconds": round(dt, 1), "stderr_tail": proc.stderr[-1500:]}
+        log[row] = {
+            "returncode": proc.returncode,
+            "seconds": round(dt, 1),
+            "stderr_tail": proc.stderr[-1500:],
+        }
     return log
 
 
@@ -114,12 +134,21 @@ def _row5_cells(r: dict) -> tuple[str, str]:
 def _row6_cells(r: dict) -> tuple[str, str]:
     d = r["details"]
     if r["status"] == "measured":
-        return (
-            f"{_fmt(r['value'])} tokens/s",
-            f"{_fmt(r['baseline_value'])} TFLOP/s peak",
-        )
-    return f"not measured ({'no GPU lent to this task' if 'no GPU' in r['conditions'] or 'dry' in r['conditions'] else r['status']})", (
-        f"{d.get('flops_per_token', 0) / 1e9:.2f} GFLOPs/token counted"
+        return f"{_fmt(r['value'])} tokens/s", f"{_fmt(r['baseline_value'])} TFLOP/s peak"
+    why = "no GPU lent to this task" if not machine_info().get("cuda") else r["status"]
+    return f"not measured: {why}", f"{d.get('flops_per_token', 0) / 1e9:.2f} GFLOPs/token counted"
+
+
+def _row1_estimates(r: dict) -> str:
+    """Arithmetic on the measured phases (estimates, not measurements): what bounds the ratio."""
+    ph, v, b = r["details"]["mm_gmpo_phases_median_s"], r["value"], r["baseline_value"]
+    no_old = v - ph.get("old_logp_forward", 0.0)
+    update = sum(ph.get(k, 0.0) for k in ("update_forward", "backward", "optimizer_step"))
+    return (
+        f"Estimates from the measured phases (not measurements): without the old-log-prob pass "
+        f"(which TRL skips with one update pass) the step would take {no_old:.3g} s, ratio "
+        f"{no_old / b:.2f}; the update alone (forward + backward + optimizer, the same kernels TRL "
+        f"runs) is {update:.3g} s, ratio {update / b:.2f}, before any rollout or reward."
     )
 
 
@@ -135,14 +164,22 @@ def render(out: Path, md_path: Path, run_log: dict | None = None, started: dict 
     profile = json.loads(profile_path.read_text()) if profile_path.exists() else None
     now = machine_info()
     lines = ["# mm-gmpo benchmark results", ""]
-    lines.append("Written by `python bench/run_all.py` from the row files in `bench/results/` (one per benchmark).")
+    lines.append(
+        "Written by `python bench/run_all.py` from the row files in `bench/results/` (one per benchmark)."
+    )
     lines.append("Every figure is a median of several timed repetitions after warm-up, and every ratio")
     lines.append("compares two things measured in the same run on the same machine.")
     lines += ["", "## Machine", ""]
     first = started or next(iter(rows.values()), {}).get("machine", now)
     lines.append(f"- date: {now['date_utc']} (rows written between the dates in each row file)")
-    lines.append(f"- CPU: {now['cpu']}, {now['cores_available']} cores available, {now['mem_total_gb']} GB RAM")
+    lines.append(
+        f"- CPU: {now['cpu']}, {now['cores_available']} cores available, {now['mem_total_gb']} GB RAM"
+    )
     lines.append(f"- GPU: {now.get('cuda') or 'none'}")
+    lines.append(
+        f"- threads: every benchmark process ran with {now['bench_threads']} intra-op thread(s) "
+        "(OMP_NUM_THREADS; set MM_GMPO_BENCH_THREADS to change), both sides of each comparison alike"
+    )
     lines.append(
         f"- python {now['python']}, torch {now['torch']}, transformers {now['transformers']} (main .venv)"
     )
@@ -180,7 +217,9 @@ def render(out: Path, md_path: Path, run_log: dict | None = None, started: dict 
         else:
             unit = "tokens/s" if n == 2 else "answers/s" if n == 4 else ""
             mm, base = f"{_fmt(r['value'])} {unit}", f"{_fmt(r['baseline_value'])} {unit}"
-        lines.append(f"| {n} | {r['name']} | {mm} | {base} | {_ratio_cell(r)} | {r['target'] or '—'} | {_met(r)} |")
+        lines.append(
+            f"| {n} | {r['name']} | {mm} | {base} | {_ratio_cell(r)} | {r['target'] or '—'} | {_met(r)} |"
+        )
     lines += ["", "### What each row measured", ""]
     for n in sorted(rows):
         r = rows[n]
@@ -192,7 +231,10 @@ def render(out: Path, md_path: Path, run_log: dict | None = None, started: dict 
         if n == 1 and r["details"].get("mm_gmpo_phases_median_s"):
             ph = r["details"]["mm_gmpo_phases_median_s"]
             total = r["value"] or 1.0
-            parts = ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in sorted(ph.items(), key=lambda kv: -kv[1]))
+            parts = ", ".join(
+                f"{k} {v:.2f} s ({100 * v / total:.0f}%)"
+                for k, v in sorted(ph.items(), key=lambda kv: -kv[1])
+            )
             lines += [f"mm-gmpo step, median time per phase: {parts}.", ""]
             d = r["details"]
             lines += [
@@ -209,7 +251,9 @@ def render(out: Path, md_path: Path, run_log: dict | None = None, started: dict 
                         if "acc_before" in run
                         else ""
                     )
-                    lines.append(f"- {name} demo ({run['config']}): rc {run['returncode']}, {run['wall_s']:.0f} s wall{acc}")
+                    lines.append(
+                        f"- {name} demo ({run['config']}): rc {run['returncode']}, {run['wall_s']:.0f} s wall{acc}"
+                    )
             if not (REPO / "configs" / "demo_vl.yaml").exists():
                 lines.append("- VL demo: configs/demo_vl.yaml does not exist yet; not measured.")
             lines.append("")
@@ -222,6 +266,8 @@ def render(out: Path, md_path: Path, run_log: dict | None = None, started: dict 
             lines.append(f"- Row {n}: target {r['target']} **not met** (ratio {r['ratio']:.3g}).")
         else:
             lines.append(f"- Row {n}: no pass/fail target ({r['status']}).")
+        if n == 1 and r.get("baseline_value") and r["details"].get("mm_gmpo_phases_median_s"):
+            lines.append("  " + _row1_estimates(r))
     if profile and "phase_share" in profile:
         share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in profile["phase_share"].items())
         lines += [
@@ -250,7 +296,9 @@ def render(out: Path, md_path: Path, run_log: dict | None = None, started: dict 
         if failed:
             lines += ["", "## Benchmarks that failed in this run", ""]
             for k, v in failed.items():
-                lines.append(f"- row {k}: rc {v['returncode']}: `{v['stderr_tail'].strip().splitlines()[-1:]}`")
+                lines.append(
+                    f"- row {k}: rc {v['returncode']}: `{v['stderr_tail'].strip().splitlines()[-1:]}`"
+                )
     text = "\n".join(lines) + "\n"
     md_path.write_text(text)
     return text
@@ -263,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--render", action="store_true", help="only render RESULTS.md from the row files")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--md", default=str(BENCH_DIR / "RESULTS.md"))
-    ap.add_argument("--setup", action="store_true", help="create .venv-bench first (bench/setup_bench_env.sh)")
+    ap.add_argument(
+        "--setup", action="store_true", help="create .venv-bench first (bench/setup_bench_env.sh)"
+    )
     args = ap.parse_args(argv)
     out = Path(args.out)
     started = machine_info()

@@ -19,7 +19,7 @@ from torch import nn
 
 from mm_gmpo.data.records import Record
 from mm_gmpo.data.sampler import PromptSampler
-from mm_gmpo.objective import compute_policy_loss, group_advantages, zero_variance_groups
+from mm_gmpo.objective import compute_policy_loss, get_loss, group_advantages, zero_variance_groups
 from mm_gmpo.objective.tis import tis_sequence_weights
 from mm_gmpo.rollout.base import PromptInput, Rollout, RolloutEngine, SamplingSettings
 from mm_gmpo.train import dist
@@ -115,20 +115,20 @@ class Trainer:
         )
         spec_std = cfg.loss.adv_std_normalize
         self.adv_std = (cfg.loss.name != "dr_grpo") if spec_std is None else spec_std
-        from mm_gmpo.objective import get_loss
-
         self.loss_unit = get_loss(cfg.loss.name).unit
 
     # ------------------------------------------------------------ prompts
-    def _prompts_for(self, indices: list[int]) -> tuple[list[PromptInput], list[Record], int]:
+    def _prompts_for(
+        self, records: list[Record], strict: bool
+    ) -> tuple[list[PromptInput], list[Record], int]:
+        """Prompts for the records that make one; a bad record raises (strict) or is counted."""
         prompts, kept, skipped = [], [], 0
-        for i in indices:
-            record = self.records[i]
+        for record in records:
             try:
                 prompts.append(self.path.build_prompt(record))
                 kept.append(record)
             except ValueError as exc:
-                if self.cfg.data.on_bad_record == "error":
+                if strict:
                     raise
                 skipped += 1
                 log.warning("skipping record: %s", exc)
@@ -141,7 +141,8 @@ class Trainer:
         device = next(model.parameters()).device
         per_rank = cfg.train.prompts_per_step // self.world
         indices = self.sampler.next_batch()[self.rank * per_rank : (self.rank + 1) * per_rank]
-        prompts, records, skipped = self._prompts_for(indices)
+        strict = cfg.data.on_bad_record == "error"
+        prompts, records, skipped = self._prompts_for([self.records[i] for i in indices], strict)
         self.state.skipped_records += skipped
 
         # 1. rollout (groups of n contiguous rows)
@@ -266,7 +267,7 @@ class Trainer:
         """Greedy accuracy on held-out records (one response each)."""
         if not records:
             return {}
-        prompts, kept, skipped = self._eval_prompts(records)
+        prompts, kept, skipped = self._prompts_for(records, strict=False)
         greedy = SamplingSettings(
             n=1,
             temperature=0.0,
@@ -277,16 +278,6 @@ class Trainer:
         texts = self.path.decode(rollout)
         _, acc, _ = self.score(texts, [kept[i] for i in rollout.prompt_index], rollout.truncated)
         return {"eval_accuracy": sum(acc) / max(1, len(acc)), "eval_skipped": float(skipped)}
-
-    def _eval_prompts(self, records: list[Record]) -> tuple[list[PromptInput], list[Record], int]:
-        prompts, kept, skipped = [], [], 0
-        for record in records:
-            try:
-                prompts.append(self.path.build_prompt(record))
-                kept.append(record)
-            except ValueError:
-                skipped += 1
-        return prompts, kept, skipped
 
     # ------------------------------------------------------------ checkpoints
     def save(self, output_dir: str | Path) -> Path:

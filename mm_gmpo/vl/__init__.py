@@ -1,1 +1,35 @@
-"""vl"""
+"""The vision-language path: Qwen2.5-VL model + processor, image-aware collation, mRoPE forward.
+
+``build_vl_components(cfg, model_dir)`` is what the run builder calls; ``VLPolicyPath`` is the
+policy path the shared loop drives (same protocol as the text path).
+"""
+
+from mm_gmpo.vl.build import build_vl_components, pixel_budget
+from mm_gmpo.vl.collate import collate_for_generate, collate_vl_train, split_images
+from mm_gmpo.vl.model import (
+    EASYR1_MAX_PIXELS,
+    EASYR1_MIN_PIXELS,
+    freeze_vision_tower,
+    load_vl_model,
+    load_vl_processor,
+    processor_pixel_limits,
+    vision_tower,
+)
+from mm_gmpo.vl.path import BadImageError, VLPolicyPath
+
+__all__ = [
+    "EASYR1_MAX_PIXELS",
+    "EASYR1_MIN_PIXELS",
+    "BadImageError",
+    "VLPolicyPath",
+    "build_vl_components",
+    "collate_for_generate",
+    "collate_vl_train",
+    "freeze_vision_tower",
+    "load_vl_model",
+    "load_vl_processor",
+    "pixel_budget",
+    "processor_pixel_limits",
+    "split_images",
+    "vision_tower",
+]

@@ -3,10 +3,11 @@
 ``mm_gmpo.train.build.build_run`` calls :func:`build_vl_components` when ``cfg.path == "vl"``;
 everything else (engine, loop, scorer, checkpoints, logging) is shared with the text path.
 
-Config fields read here (with defaults until they exist in ``ModelConfig`` / ``DataConfig``):
-``model.min_pixels`` (262,144), ``model.max_pixels`` (4,194,304), ``model.freeze_vision_tower``
-(False); ``data.template`` and ``data.max_prompt_len`` as the text path. A ``tiny:`` model
-keeps its own tiny pixel budget unless the config sets one explicitly.
+Config fields read here: ``model.min_pixels`` / ``model.max_pixels`` (None: EasyR1's 262,144 /
+4,194,304 for a real model; a ``tiny:`` model keeps its own tiny budget),
+``model.freeze_vision_tower``, ``model.gradient_checkpointing`` (torch engine only: DeepSpeed
+turns it on itself), ``model.dtype``, ``data.template``, ``data.max_prompt_len``. They are read
+with ``getattr`` defaults so a partial config (tests) works too.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def build_vl_components(
         model_dir,
         _dtype(cfg.model.dtype),
         freeze_vision=bool(getattr(cfg.model, "freeze_vision_tower", False)),
-        gradient_checkpointing=bool(getattr(cfg.model, "gradient_checkpointing", False)),
+        # Under DeepSpeed the engine turns checkpointing on itself (the ZeRO-3-safe form).
+        gradient_checkpointing=bool(getattr(cfg.model, "gradient_checkpointing", False))
+        and getattr(getattr(cfg, "train", None), "engine", "torch") == "torch",
         trust_remote_code=trust,
     )
     template = getattr(cfg.data, "template", "geometry") or "geometry"

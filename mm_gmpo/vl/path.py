@@ -7,7 +7,8 @@ only what images change lives here:
 * ``build_prompt``: template -> chat messages with image parts -> ``qwen_vl_utils`` (decode,
   RGB, resize to the processor's pixel budget) -> processor. The prompt ids include the
   expanded ``<|image_pad|>`` tokens and ``PromptInput.multimodal`` holds that one sample's
-  ``pixel_values`` [patches, D] and ``image_grid_thw`` [n_images, 3]. A bad image or an
+  ``pixel_values`` [patches, D], ``image_grid_thw`` [n_images, 3] and the resized RGB
+  ``images`` (what vLLM takes). A bad image or an
   over-long prompt raises :class:`BadImageError` / :class:`BadRecordError` (``ValueError``s
   naming the record), which the loop turns into an error or a counted skip
   (``data.on_bad_record``). A prompt is never truncated: cutting through image tokens is
@@ -21,11 +22,15 @@ only what images change lives here:
   at the 3-D positions. That is exactly what ``generate`` computed at prefill (images into
   the prompt's slots) and while decoding (plain embeddings, text positions), including for
   a response that sampled an ``<|image_pad|>`` token (see :mod:`mm_gmpo.vl.collate`).
+* vision placeholder tokens are banned from responses by default (``banned_token_ids``:
+  ``generate`` suppresses them, the vLLM engine passes the allowed ids, and the forward gives
+  them probability 0 too, so samplers and trainer score one distribution). The forward does
+  not depend on the ban to be correct; the ban keeps decoded answers free of placeholders.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from functools import partial
 from typing import Any
 
@@ -46,6 +51,9 @@ from mm_gmpo.vl.collate import (
     mm_token_types,
 )
 from mm_gmpo.vl.model import processor_pixel_limits
+
+VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
+BANNED_LOGIT = -1e30
 
 
 class BadImageError(BadRecordError):
@@ -69,6 +77,8 @@ class VLPolicyPath:
         model: nn.Module,
         template: str | PromptTemplate = "geometry",
         max_prompt_len: int = 4096,
+        ban_vision_tokens: bool = True,
+        cache_mb: float = 256.0,
     ) -> None:
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -88,18 +98,58 @@ class VLPolicyPath:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
         self.bad_records: Counter[str] = Counter()
+        # Built prompts by record object, least recently used first; bounded by pixel bytes.
+        self.cache_bytes = int(cache_mb * 2**20)
+        self._cache: OrderedDict[int, tuple[Record, PromptInput, int]] = OrderedDict()
+        self._cached_bytes = 0
+        # Responses never need a vision placeholder; banning them keeps rollouts clean and the
+        # engines and the trainer on one distribution (see ``forward``). vLLM reads this list.
+        self.banned_token_ids: list[int] = (
+            _vision_token_ids(self.tokenizer, config) if ban_vision_tokens else []
+        )
+        if self.banned_token_ids:
+            self.ban_in_generate(model)
+
+    def ban_in_generate(self, model: nn.Module) -> None:
+        """Make ``model.generate`` never sample a banned token (``generation_config.suppress_tokens``).
+
+        Every caller of ``generate`` (the rollout engine, evaluation) gets it, and it is saved
+        with checkpoints.
+        """
+        config = model.generation_config
+        current = list(getattr(config, "suppress_tokens", None) or [])
+        config.suppress_tokens = sorted(set(current) | set(self.banned_token_ids))
 
     # ------------------------------------------------------------ prompts
     def build_prompt(self, record: Record) -> PromptInput:
-        """Template, load and resize the images, run the processor; refuse, never truncate."""
+        """Template, load and resize the images, run the processor; refuse, never truncate.
+
+        Results are cached per record object (LRU, ``cache_mb`` of pixel data): the loop and
+        the warm-start rebuild the same records every step, and decoding + processing images
+        costs more than the tiny model's whole step. Keyed by identity, not ``record.id``,
+        because ids of different datasets may collide; the entry holds the record so its id
+        cannot be reused. A refused record is not cached (it is refused again, and counted).
+        """
+        hit = self._cache.get(id(record))
+        if hit is not None and hit[0] is record:
+            self._cache.move_to_end(id(record))
+            return hit[1]
         try:
-            return self._build_prompt(record)
+            prompt = self._build_prompt(record)
         except BadImageError as exc:
             self.bad_records[f"image:{exc.reason}"] += 1
             raise
         except BadRecordError as exc:
             self.bad_records[getattr(exc, "reason", "record")] += 1
             raise
+        size = prompt.multimodal["pixel_values"].nbytes if prompt.multimodal else 0
+        if size <= self.cache_bytes:
+            self._cache[id(record)] = (record, prompt, size)
+            self._cached_bytes += size
+            while self._cached_bytes > self.cache_bytes:
+                _, (_, _, freed) = self._cache.popitem(last=False)
+                self._cached_bytes -= freed
+        return prompt
 
     def _build_prompt(self, record: Record) -> PromptInput:
         if not str(record.problem).strip():
@@ -122,9 +172,10 @@ class VLPolicyPath:
             grid = out["image_grid_thw"]  # [n_images, 3]
             expected = int(grid.prod(dim=1).sum()) // self.merge_size**2
             multimodal = {
-                "pixel_values": out["pixel_values"],
-                "image_grid_thw": grid.long(),
-            }  # [patches, D], [n, 3]
+                "pixel_values": out["pixel_values"],  # [patches, D]
+                "image_grid_thw": grid.long(),  # [n_images, 3]
+                "images": images,  # the resized RGB pictures, for engines that run their own processor (vLLM)
+            }
         if n_image_tokens != expected:
             # e.g. a literal "<|image_pad|>" in the problem text: the model would fail with
             # "Image features and image tokens do not match" in the middle of a step.
@@ -221,6 +272,11 @@ class VLPolicyPath:
             use_cache=False,
         )
         logits = out.logits[:, :-1]  # [B, R, V]: position P-1+t predicts response token t
+        if self.banned_token_ids:
+            # The samplers give banned tokens probability 0 and renormalise; so does the trainer.
+            # A large finite value, not -inf: 0 * -inf would turn the entropy into NaN.
+            banned = torch.tensor(self.banned_token_ids, device=logits.device)  # [n_banned]
+            logits = logits.float().index_fill(-1, banned, BANNED_LOGIT)  # [B, R, V]
         return response_logp_and_entropy(logits, batch.response_ids, temperature, with_entropy)
 
     def input_embeddings(self, model: nn.Module, batch: TrainBatch) -> torch.Tensor:
@@ -266,6 +322,20 @@ class VLPolicyPath:
 
     def decode(self, rollout: Rollout) -> list[str]:
         return self.tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
+
+
+def _vision_token_ids(tokenizer: Any, config: Any) -> list[int]:
+    """Ids of the vision placeholder tokens (from the config and the tokenizer)."""
+    ids = {int(config.image_token_id)}
+    for name in ("video_token_id", "vision_start_token_id", "vision_end_token_id"):
+        value = getattr(config, name, None)
+        if value is not None:
+            ids.add(int(value))
+    for token in VISION_TOKENS:
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id:
+            ids.add(tid)
+    return sorted(ids)
 
 
 def _reasoned(exc: BadRecordError, reason: str) -> BadRecordError:

@@ -78,7 +78,9 @@ def test_row3_reference_matches_batched_loss():
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-9)
 
 
-@pytest.mark.skipif(not HAS_MATH500, reason="shared/data/math/math500.jsonl absent (bench_rewards.py reads it)")
+@pytest.mark.skipif(
+    not HAS_MATH500, reason="shared/data/math/math500.jsonl absent (bench_rewards.py reads it)"
+)
 def test_row4_verifier_writes_row(tmp_path):
     _run("bench_verifier.py", tmp_path, "--runs", "1", "--rounds", "1")
     row = _row(tmp_path, 4)
@@ -99,7 +101,9 @@ def test_row1_mm_gmpo_side_without_trl_env_writes_row(tmp_path):
     assert row["details"]["mm_gmpo_phases_median_s"]["generate"] > 0
 
 
-@pytest.mark.skipif(not HAS_BENCH_VENV, reason=".venv-bench absent: run `bash bench/setup_bench_env.sh` (TRL)")
+@pytest.mark.skipif(
+    not HAS_BENCH_VENV, reason=".venv-bench absent: run `bash bench/setup_bench_env.sh` (TRL)"
+)
 def test_row1_against_trl_writes_ratio(tmp_path):
     _run(
         "bench_step.py",
@@ -131,7 +135,7 @@ def test_row2_without_vllm_env_says_so(tmp_path):
 
 
 def test_row5_quick_demo_writes_row(tmp_path):
-    _run("bench_demo.py", tmp_path, "--quick", "--only", "text")
+    _run("bench_demo.py", tmp_path, "--quick", "--runs", "1", "--only", "text")
     row = _row(tmp_path, 5)
     text = row["details"]["demos"]["text"]
     assert text["ok_runs"] == 1, text

@@ -123,8 +123,9 @@ def _trainer(tmp_path, path, model, records, on_bad: str) -> Trainer:
             "path=vl",
             f"train.output_dir={tmp_path / 'run'}",
             f"data.on_bad_record={on_bad}",
-            "train.prompts_per_step=4",
+            f"train.prompts_per_step={len(records)}",  # one step sees every record
             "rollout.n=2",
+            "rollout.max_new_tokens=3",
         ],
     )
     return Trainer(
@@ -132,19 +133,50 @@ def _trainer(tmp_path, path, model, records, on_bad: str) -> Trainer:
         path=path,
         engine=TorchEngine(model, OptimSettings(lr=1e-3)),
         rollout_engine=HFGenerateEngine(model, path.pad_id, collate=path.collate_for_generate),
-        score=lambda texts, recs, trunc: ([0.0] * len(texts), [0.0] * len(texts), {}),
+        score=lambda texts, recs, trunc: ([float(len(t) % 2) for t in texts], [0.0] * len(texts), {}),
         train_records=records,
         stop_token_ids=[486],
     )
 
 
-def test_loop_skips_and_counts_or_stops_naming_the_record(tmp_path, fresh_path, vl_model, make_png) -> None:
+def test_run_goes_on_skipping_and_counting_or_stops_naming_the_record(
+    tmp_path, processor, vl_dir, make_png
+) -> None:
+    from mm_gmpo.vl.model import load_vl_model
+
+    model = load_vl_model(vl_dir)  # this test trains: its own copy
+    path = VLPolicyPath(processor, model, "geometry", max_prompt_len=1024)
     good = [Record(f"ok{i}", "How many sides?", "3", images=[make_png(56 + 28 * i, 56)]) for i in range(2)]
     bad = [Record(rid, "How many sides?", "3", images=[ref]) for rid, (ref, _) in bad_cases(tmp_path).items()]
-    records = good + bad
-    skip = _trainer(tmp_path, fresh_path, vl_model, records, "skip")
-    prompts, kept, skipped = skip._prompts_for(list(range(len(records))))
-    assert [r.id for r in kept] == ["ok0", "ok1"] and len(prompts) == 2 and skipped == len(bad)
-    stop = _trainer(tmp_path, fresh_path, vl_model, records, "error")
-    with pytest.raises(BadImageError, match="zero-byte"):
-        stop._prompts_for(list(range(len(records))))
+    skip = _trainer(tmp_path, path, model, good + bad, "skip")
+    metrics = skip.rl_step()
+    assert skip.state.skipped_records == len(bad) and metrics["skipped_records"] == len(bad)
+    assert metrics["rows_trained"] == 4  # the two good prompts, two samples each
+    assert skip.evaluate(good + bad, max_new_tokens=2)["eval_skipped"] == len(bad)
+    stop = _trainer(tmp_path, path, model, good + bad, "error")
+    names = "|".join(r.id for r in bad)
+    with pytest.raises(BadRecordError, match=rf"record '({names})'"):
+        stop.rl_step()
+
+
+def test_prompts_are_cached_per_record_object_within_the_budget(processor, vl_model, make_png) -> None:
+    a = Record("a", "How many sides?", "3", images=[make_png(56, 56, 1)])
+    b = Record("b", "How many sides?", "4", images=[make_png(84, 56, 2)])
+    probe = VLPolicyPath(processor, vl_model, cache_mb=0)
+    one = probe.build_prompt(a).multimodal["pixel_values"].nbytes
+    assert probe.build_prompt(a) is not probe.build_prompt(a)  # cache off: rebuilt each time
+
+    path = VLPolicyPath(processor, vl_model, cache_mb=1.5 * one / 2**20)  # room for one prompt
+    first = path.build_prompt(a)
+    assert path.build_prompt(a) is first
+    path.build_prompt(b)  # over the budget: the least recently used (a) goes
+    assert path.build_prompt(a) is not first
+    twin = Record("a", "How many sides?", "3", images=[make_png(56, 56, 9)])  # same id, other picture
+    assert not torch.equal(
+        path.build_prompt(twin).multimodal["pixel_values"], first.multimodal["pixel_values"]
+    )
+    broken = Record("broken", "Q", "1", images=[b""])
+    for _ in range(2):
+        with pytest.raises(BadImageError):
+            path.build_prompt(broken)
+    assert path.bad_records["image:empty"] == 2  # refused records are never cached

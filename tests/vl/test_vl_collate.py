@@ -9,6 +9,7 @@ from mm_gmpo.data.records import Record
 from mm_gmpo.rollout.base import Rollout, SamplingSettings
 from mm_gmpo.rollout.hf import HFGenerateEngine
 from mm_gmpo.vl.collate import IMAGE_TYPE, split_images
+from mm_gmpo.vl.path import VLPolicyPath
 
 
 def test_generate_inputs_left_padded_with_images_in_prompt_order(vl_path, mixed) -> None:
@@ -75,7 +76,7 @@ def test_text_only_records_work_without_image_tensors(vl_path, vl_model, stop) -
         assert torch.allclose(logp[i, : len(resp)], torch.tensor(rollout.sampler_logp[i]), atol=1e-5)
 
 
-def test_sampled_image_placeholder_in_a_response_is_plain_text(vl_path, vl_model, stop, mixed) -> None:
+def test_sampled_image_placeholder_in_a_response_is_plain_text(processor, vl_model, stop, mixed) -> None:
     """A response that sampled <|image_pad|> still collates and matches the sampler after it.
 
     During decoding such a token was a plain embedding at a text position; treating it as an
@@ -83,6 +84,7 @@ def test_sampled_image_placeholder_in_a_response_is_plain_text(vl_path, vl_model
     first response token is forced to <|image_pad|> (then sampling is free), so every row
     holds one.
     """
+    vl_path = VLPolicyPath(processor, vl_model, "geometry", 1024, ban_vision_tokens=False)
     prompts = [vl_path.build_prompt(r) for r in mixed[:2]]
     inputs = vl_path.collate_for_generate(prompts, vl_path.pad_id)
     width = inputs["input_ids"].shape[1]
@@ -92,7 +94,9 @@ def test_sampled_image_placeholder_in_a_response_is_plain_text(vl_path, vl_model
         return [vl_path.image_token_id] if ids.shape[-1] == width else everything
 
     torch.manual_seed(3)
-    with torch.no_grad():
+    config = vl_model.generation_config
+    saved, config.suppress_tokens = config.suppress_tokens, None  # the shared model bans them
+    try:
         out = vl_model.generate(
             **inputs,
             do_sample=True,
@@ -106,6 +110,8 @@ def test_sampled_image_placeholder_in_a_response_is_plain_text(vl_path, vl_model
             eos_token_id=list(stop),
             pad_token_id=vl_path.pad_id,
         )
+    finally:
+        config.suppress_tokens = saved
     new = out.sequences[:, width:]  # [4, 6]
     step_logp = torch.stack(
         [
@@ -129,3 +135,41 @@ def test_sampled_image_placeholder_in_a_response_is_plain_text(vl_path, vl_model
         logp, _ = vl_path.forward(vl_model, batch, 1.0, with_entropy=False)  # [4, 6]
     # Position 0 was forced (sampler log-prob 0); everything after it must match.
     assert torch.allclose(logp[:, 1:], step_logp[:, 1:], atol=1e-5)
+
+
+def test_vision_tokens_are_banned_in_sampling_and_in_the_trainer(processor, vl_model, stop) -> None:
+    """With the ban (the default) generate never emits a placeholder; without it, it does.
+
+    The trainer gives a banned target probability ~0 with a finite entropy, so sampler and
+    trainer stay on one distribution.
+    """
+    records = [Record(f"t{i}", f"Say something about {i}.", "0") for i in range(4)]
+    hot = SamplingSettings(n=4, temperature=3.0, max_new_tokens=24, stop_token_ids=stop)
+
+    c = vl_model.config
+    vision = {c.image_token_id, c.video_token_id, c.vision_start_token_id, c.vision_end_token_id}
+    vision.add(processor.tokenizer.convert_tokens_to_ids("<|vision_pad|>"))
+
+    def placeholders_sampled(ban: bool) -> int:
+        config = vl_model.generation_config
+        saved, config.suppress_tokens = config.suppress_tokens, None
+        try:
+            path = VLPolicyPath(processor, vl_model, "geometry", 1024, ban_vision_tokens=ban)
+            assert set(path.banned_token_ids) == (vision if ban else set())
+            engine = HFGenerateEngine(vl_model, path.pad_id, collate=path.collate_for_generate)
+            torch.manual_seed(3)
+            rollout = engine.generate([path.build_prompt(r) for r in records], hot)
+            return sum(t in vision for r in rollout.response_ids for t in r)
+        finally:
+            config.suppress_tokens = saved
+
+    assert placeholders_sampled(ban=False) > 0
+    assert placeholders_sampled(ban=True) == 0
+
+    path = VLPolicyPath(processor, vl_model, "geometry", 1024)
+    prompt = path.build_prompt(records[0]).input_ids
+    batch = path.collate(Rollout([0], [prompt], [[15]], [[0.0]], [False], [None]), [0])  # one text token
+    batch.response_ids[0, 0] = path.banned_token_ids[-1]  # score a banned id as the target
+    with torch.no_grad():
+        logp, entropy = path.forward(vl_model, batch, 1.0)
+    assert float(logp[0, 0]) < -1e20 and torch.isfinite(entropy).all()

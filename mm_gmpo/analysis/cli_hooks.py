@@ -1,0 +1,97 @@
+"""``mm-gmpo plot`` and ``mm-gmpo study``: the argparse side of :mod:`mm_gmpo.analysis`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from mm_gmpo.analysis.study import QUICK, REPO
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from mm_gmpo.analysis.plots import plot_runs
+
+    out = Path(args.out) if args.out else Path(args.run_dirs[0])
+    paths = plot_runs(
+        args.run_dirs,
+        out,
+        prefix=args.prefix,
+        labels=args.labels,
+        smooth_window=args.smooth,
+        title=args.title,
+    )
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from mm_gmpo.analysis.study import run_study
+
+    seeds, steps, eval_limit, eval_every = args.seeds, args.steps, args.eval_limit, args.eval_every
+    out_dir, runs_dir = args.out_dir, args.runs_dir
+    if args.quick:
+        seeds = seeds or QUICK["seeds"]
+        steps = steps or QUICK["steps"]
+        eval_limit = eval_limit or QUICK["eval_limit"]
+        eval_every = 0 if eval_every is None else eval_every
+        runs_dir = runs_dir or str(REPO / "runs" / "stability_quick")
+        out_dir = out_dir or str(Path(runs_dir) / "report")
+    result = run_study(
+        out_dir=out_dir or REPO / "docs" / "stability",
+        runs_dir=runs_dir or REPO / "runs" / "stability",
+        losses=args.losses,
+        seeds=seeds,
+        tasks=args.tasks,
+        steps=steps,
+        eval_every=25 if eval_every is None else eval_every,
+        eval_limit=eval_limit or 0,
+        jobs=args.jobs,
+        smooth=args.smooth,
+        extra=args.overrides,
+        reuse=args.reuse,
+        command="mm-gmpo study "
+        + shlex.join(sys.argv[sys.argv.index("study") + 1 :] if "study" in sys.argv else []),
+    )
+    # The report is written either way; the exit status says whether every run finished.
+    return 1 if result["crashed"] or not result["table"] else 0
+
+
+def add_subcommands(subparsers) -> None:
+    """Register ``plot`` and ``study`` on the ``mm-gmpo`` sub-command parser."""
+    p = subparsers.add_parser("plot", help="overlay figures (reward, log-ratio range, diagnostics) of runs")
+    p.add_argument("run_dirs", nargs="+", help="run output directories (each with metrics.jsonl)")
+    p.add_argument("--out", default=None, help="directory for the PNGs (default: the first run's)")
+    p.add_argument("--prefix", default="compare_", help="file name prefix of the PNGs")
+    p.add_argument("--labels", nargs="+", default=None, help="legend names (default: from each config.yaml)")
+    p.add_argument("--smooth", type=int, default=1, help="trailing mean window for the line plots")
+    p.add_argument("--title", default="", help="figure title prefix")
+    p.set_defaults(func=cmd_plot)
+
+    s = subparsers.add_parser(
+        "study", help="GMPO vs GRPO stability study on the CPU demo tasks; writes docs/stability/REPORT.md"
+    )
+    s.add_argument("--quick", action="store_true", help="1 seed, 6 steps, 100 held-out records (a smoke run)")
+    s.add_argument("--losses", nargs="+", default=None, help="default: gmpo grpo")
+    s.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2 (quick: 0)")
+    s.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=["text", "vl"],
+        default=None,
+        help="default: text, and vl when configs/demo_vl.yaml exists and loads",
+    )
+    s.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the demo config's)")
+    s.add_argument(
+        "--eval-every", type=int, default=None, help="held-out evaluation every N steps (default 25)"
+    )
+    s.add_argument("--eval-limit", type=int, default=None, help="held-out records (default: all)")
+    s.add_argument("--jobs", type=int, default=2, help="runs side by side")
+    s.add_argument("--smooth", type=int, default=5, help="trailing mean window for the line plots")
+    s.add_argument("--out-dir", default=None, help="report directory (default docs/stability)")
+    s.add_argument("--runs-dir", default=None, help="run directories (default runs/stability)")
+    s.add_argument("--reuse", action="store_true", help="keep finished runs whose overrides match")
+    s.add_argument("overrides", nargs="*", help="extra section.field=value for every run")
+    s.set_defaults(func=cmd_study)

@@ -1,0 +1,127 @@
+"""The study's statistics and report on synthetic runs (fast), and the --quick study end to end (slow)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mm_gmpo.analysis.study import RunResult, discover_tasks, run_stats, summarize, verdicts, write_report
+
+from .test_plots import _fake_run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _result(d, loss, seed, before=0.4, after=0.5, rc=0):
+    return RunResult(
+        "text", loss, seed, d, rc, 1.0, {"eval_accuracy_before": before, "eval_accuracy_after": after}
+    )
+
+
+def test_stats_table_and_report(tmp_path):
+    results = [
+        _result(_fake_run(tmp_path, "g0", "gmpo", 0), "gmpo", 0),
+        _result(_fake_run(tmp_path, "g1", "gmpo", 1, nan_at=3), "gmpo", 1),
+        _result(_fake_run(tmp_path, "p0", "grpo", 0), "grpo", 0, after=0.1),
+        _result(_fake_run(tmp_path, "p1", "grpo", 1), "grpo", 1),
+    ]
+    for r in results:
+        r.stats = run_stats(r)
+    g0 = results[0].stats
+    assert g0["steps"] == 12 and g0["diverged"] == ""
+    # range = max - min per step: 0.5 - (-(1 + sin s)) = 1.5 + sin s
+    assert g0["range_median"] == pytest.approx(statistics.median(1.5 + math.sin(s) for s in range(1, 13)))
+    assert results[1].stats["diverged"] == "NaN/inf"
+    assert "held-out accuracy 0.40 -> 0.10" in results[2].stats["diverged"]
+    assert results[3].stats["eval_peak"] == 0.5  # the fake runs log 0.4 then 0.5: no collapse
+    rows = summarize(results)
+    assert [(r["loss"], r["n"]) for r in rows] == [("gmpo", 2), ("grpo", 2)]
+    assert rows[0]["range_median"] < rows[1]["range_median"]
+    assert len(rows[0]["diverged"]) == 1 and len(rows[1]["diverged"]) == 1
+    (v,) = verdicts(rows)
+    assert "**narrower**" in v and "2 of 2" in v
+    settings = {
+        "command": "mm-gmpo study --test",
+        "tasks": ["text"],
+        "losses": ["gmpo", "grpo"],
+        "seeds": [0, 1],
+        "steps": 12,
+        "eval_every": 0,
+        "eval_limit": 0,
+        "extra": [],
+        "jobs": 1,
+        "omp": "1",
+        "smooth": 1,
+        "machine": "test",
+        "wall_s": 1.0,
+        "load": ["0.0", "0.0"],
+        "runs_span_s": 60.0,
+    }
+    report = write_report(
+        tmp_path, results, rows, {}, {"vl": "configs/demo_vl.yaml does not exist"}, settings
+    )
+    text = report.read_text()
+    assert "| text | gmpo |" in text and "| text | grpo |" in text
+    assert "Not run: **vl**" in text
+    assert json.loads((tmp_path / "results.json").read_text())["table"][0]["loss"] == "gmpo"
+
+
+def test_crashed_run_is_reported(tmp_path):
+    r = RunResult("text", "grpo", 0, tmp_path / "missing", 1, 0.5, {})
+    r.stats = run_stats(r)
+    assert r.stats["diverged"] == "crashed before logging"
+
+
+def test_text_task_is_discovered():
+    tasks, skipped = discover_tasks(["text"])
+    assert [t.name for t in tasks] == ["text"] and skipped == {"vl": "not requested: --tasks"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_study_end_to_end(tmp_path):
+    # text only: the VL demo (configs/demo_vl.yaml) is included by default once it exists, but
+    # its runs depend on the VL trainer wiring and a larger warm-start; this checks the study.
+    out = tmp_path / "report"
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mm_gmpo.analysis",
+            "study",
+            "--quick",
+            "--tasks",
+            "text",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--out-dir",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = (out / "REPORT.md").read_text()
+    assert "| text | gmpo |" in text and "| text | grpo |" in text
+    for name in ("text_reward.png", "text_log_ratio.png", "text_diagnostics.png"):
+        assert (out / name).is_file()
+    results = json.loads((out / "results.json").read_text())
+    assert all(r["returncode"] == 0 and r["steps"] == 6 for r in results["runs"])
+    print(f"quick study: {wall:.0f} s")
+
+
+def test_fall_from_peak_counts_as_collapse(tmp_path):
+    r = _result(_fake_run(tmp_path, "g", "gmpo", 0), "gmpo", 0, before=0.4, after=0.35)
+    r.stats = run_stats(r)
+    assert r.stats["diverged"] == "held-out accuracy fell from its peak 0.50 to 0.35"
