@@ -1,4 +1,4 @@
-"""One entry point: ``mm-gmpo train|demo|eval|config`` (also ``python -m mm_gmpo``)."""
+"""One entry point: ``mm-gmpo train|demo|eval|config|plot|study`` (also ``python -m mm_gmpo``)."""
 
 from __future__ import annotations
 
@@ -83,8 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument(
         "overrides", nargs="*", help="section.field=value, e.g. optim.lr=1e-6 loss.name=grpo"
     )
-    p_train.add_argument("--dry-run", action="store_true", help="resolve and validate the config, print it, exit")
-    p_train.add_argument("--world-size", type=int, default=None, help="with --dry-run: ranks to check (default $WORLD_SIZE or 1)")
+    p_train.add_argument(
+        "--dry-run", action="store_true", help="resolve and validate the config, print it, exit"
+    )
+    p_train.add_argument(
+        "--world-size",
+        type=int,
+        default=None,
+        help="with --dry-run: ranks to check (default $WORLD_SIZE or 1)",
+    )
     p_train.set_defaults(func=_cmd_train)
     p_demo = sub.add_parser("demo", help="the CPU demo: tiny model, synthetic task, before/after accuracy")
     p_demo.add_argument("--config", default=None, help="default: configs/demo_text.yaml")
@@ -92,12 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--output-dir", default="runs/demo")
     p_demo.add_argument("overrides", nargs="*", help="section.field=value")
     p_demo.set_defaults(func=_cmd_demo)
-    p_eval = sub.add_parser("eval", help="benchmarks: math (paper Table 1), geometry (Geometry3K/MathVision), tables")
+    p_eval = sub.add_parser(
+        "eval", help="benchmarks: math (paper Table 1), geometry (Geometry3K/MathVision), tables"
+    )
     p_eval.add_argument("suite", choices=["math", "geometry", "tables"])
     p_eval.add_argument("rest", nargs=argparse.REMAINDER, help="options of the suite (see --help of each)")
     p_eval.set_defaults(func=_cmd_eval)
     p_cfg = sub.add_parser("config", help="list every config field with its default and help")
     p_cfg.set_defaults(func=_cmd_config)
+    from mm_gmpo.analysis.cli_hooks import add_subcommands as add_analysis_subcommands
+
+    add_analysis_subcommands(sub)  # plot, study
     return parser
 
 

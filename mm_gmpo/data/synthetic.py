@@ -80,7 +80,9 @@ def comparison_problems(split: str, lo: int = 10, hi: int = 99) -> list[tuple[in
     ]
 
 
-def make_comparison_records(n: int, seed: int = 0, split: str = "train", lo: int = 10, hi: int = 99) -> list[Record]:
+def make_comparison_records(
+    n: int, seed: int = 0, split: str = "train", lo: int = 10, hi: int = 99
+) -> list[Record]:
     """``n`` problems like "Which is larger, 37 or 45?" (answer "45").
 
     The CPU demo's default task: a tiny model warm-started for a few seconds is right on part

@@ -124,6 +124,16 @@ def _geometry(problem: str, images: Sequence[Any]) -> list[Message]:
     return [{"role": "user", "content": parts}]
 
 
+def _vl_short(problem: str, images: Sequence[Any]) -> list[Message]:
+    """The images, then the bare question: for the tiny CPU demo model (no format instruction).
+
+    Why: the geometry instruction puts ~80 text tokens between the picture and the answer,
+    which a two-layer random model did not learn to look across in a CPU-sized run.
+    """
+    parts = [image_part(im) for im in images] + [{"type": "text", "text": problem}]
+    return [{"role": "user", "content": parts}]
+
+
 TEMPLATES: dict[str, PromptTemplate] = {
     t.name: t
     for t in (
@@ -131,6 +141,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
         PromptTemplate("r1", "text", False, _r1),
         PromptTemplate("none", "text", False, _none),
         PromptTemplate("geometry", "chat", True, _geometry),
+        PromptTemplate("vl_short", "chat", True, _vl_short),
     )
 }
 

@@ -7,6 +7,7 @@ from a config in one call.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,11 +60,13 @@ def load_records(source: str, cfg: Config, split: str) -> list[Record]:
             make_comparison_records,
             make_largest_records,
         )
+        from mm_gmpo.data.synthetic_vl import make_square_records
 
         makers = {
             "arithmetic": make_arithmetic_records,
             "compare": make_comparison_records,
             "largest": make_largest_records,
+            "squares": make_square_records,  # VL: count the squares in a picture
         }
         task = source.split(":", 1)[1]
         if task not in makers:
@@ -149,11 +152,19 @@ class Run:
     scorer: Any
     logger: MetricsLogger
     resumed_from: Path | None
+    # Env vars and process group this run created for a plain single-process run: undone on
+    # close so a later run (or test) in the same process starts from a clean slate.
+    owned_env: tuple[str, ...] = ()
+    owns_group: bool = False
 
     def close(self) -> None:
         self.logger.close()
         if hasattr(self.scorer, "close"):
             self.scorer.close()
+        if self.owns_group and dist.world_size() == 1:
+            dist.shutdown()
+            for key in self.owned_env:
+                os.environ.pop(key, None)
 
 
 def pick_resume(cfg: Config) -> Path | None:
@@ -171,37 +182,48 @@ def build_run(cfg: Config) -> Run:
     from mm_gmpo.rollout.hf import HFGenerateEngine
     from mm_gmpo.text.path import TextPolicyPath
 
-    if cfg.path != "text":
-        raise NotImplementedError("path: vl is not wired into the trainer yet (issue 5); use path: text")
+    owns_group = not dist.is_initialized()
+    env_before = set(os.environ)
     dist.init_distributed()
+    owned_env = tuple(sorted(set(os.environ) - env_before))
     torch.manual_seed(cfg.train.seed)
     resume = pick_resume(cfg)
     model_dir = resolve_model_path(cfg)
     load_from = (resume / "model") if resume is not None else model_dir
-    tokenizer = AutoTokenizer.from_pretrained(load_from, trust_remote_code=cfg.model.trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        load_from, dtype=resolve_dtype(cfg.model.dtype), trust_remote_code=cfg.model.trust_remote_code
-    )
+    generate_collate, vl_path = None, None
+    if cfg.path == "vl":
+        from mm_gmpo.vl.build import build_vl_components
+
+        # The processor is the run's "tokenizer": checkpoints save it whole (AutoProcessor reloads it).
+        model, tokenizer, vl_path, generate_collate = build_vl_components(cfg, load_from)
+        text_tokenizer = tokenizer.tokenizer
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(load_from, trust_remote_code=cfg.model.trust_remote_code)
+        text_tokenizer = tokenizer
+        model = AutoModelForCausalLM.from_pretrained(
+            load_from, dtype=resolve_dtype(cfg.model.dtype), trust_remote_code=cfg.model.trust_remote_code
+        )
+        if cfg.model.gradient_checkpointing and cfg.train.engine == "torch":
+            # DeepSpeedEngine sets it up itself (non-reentrant, the form that works under ZeRO-3).
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if torch.cuda.is_available():
         model = model.to(f"cuda:{dist.local_rank()}")
-    if cfg.model.gradient_checkpointing and cfg.train.engine == "torch":
-        # DeepSpeedEngine sets it up itself (non-reentrant, the form that works under ZeRO-3).
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     engine = make_engine(cfg, model)
-    path = TextPolicyPath(tokenizer, cfg.data.template, cfg.data.max_prompt_len)
+    path = vl_path or TextPolicyPath(tokenizer, cfg.data.template, cfg.data.max_prompt_len)
     pad = path.pad_id
     if cfg.rollout.engine == "vllm":
         from mm_gmpo.rollout.vllm import build_vllm_engine
 
-        rollout = build_vllm_engine(cfg, load_from, tokenizer)
+        rollout = build_vllm_engine(cfg, load_from, text_tokenizer, vl=vl_path)
     else:
         rollout = HFGenerateEngine(
             engine.unwrapped_model(),
             pad,
             batch_size=cfg.rollout.batch_size,
             weights_context=getattr(engine, "gathered_for_generation", None),
+            collate=generate_collate,
         )
-    stop_ids = stop_token_ids(tokenizer, model)
+    stop_ids = stop_token_ids(text_tokenizer, model)
     score, scorer = make_score_fn(cfg)
     train_records = load_records(cfg.data.train, cfg, "train")
     eval_records = load_records(cfg.data.eval, cfg, "eval") if cfg.data.eval else []
@@ -229,7 +251,7 @@ def build_run(cfg: Config) -> Run:
     if resume is not None:
         trainer.restore(resume)
         log.info("resumed from %s at step %d", resume, trainer.state.step)
-    return Run(cfg, trainer, tokenizer, eval_records, scorer, logger, resume)
+    return Run(cfg, trainer, tokenizer, eval_records, scorer, logger, resume, owned_env, owns_group)
 
 
 def _resume_step(resume: Path | None) -> int | None:

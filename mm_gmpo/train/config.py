@@ -70,7 +70,9 @@ class RolloutConfig:
     vllm_tp: int = _f(1, "vLLM: tensor-parallel size (1 when colocated, one engine per rank)")
     vllm_enforce_eager: bool | None = _f(None, "vLLM: no CUDA graphs/compile; None: True on CPU")
     vllm_sleep_level: int = _f(1, "vLLM: sleep level while training (1: weights to host, 2: dropped)")
-    sync_check_every: int = _f(0, "vLLM: every N weight syncs, check engine log-probs equal the trainer's (0: off)")
+    sync_check_every: int = _f(
+        0, "vLLM: every N weight syncs, check engine log-probs equal the trainer's (0: off)"
+    )
 
 
 @dataclass

@@ -27,7 +27,7 @@ def warm_start(trainer: Trainer, steps: int, lr: float, batch_size: int, seed: i
         return []
     model = trainer.engine.unwrapped_model()
     device = next(model.parameters()).device
-    tokenizer = trainer.tokenizer
+    tokenizer = getattr(trainer.tokenizer, "tokenizer", trainer.tokenizer)  # a VL processor holds one
     eos = trainer.sampling.stop_token_ids[0] if trainer.sampling.stop_token_ids else tokenizer.eos_token_id
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     rng = random.Random(seed)
@@ -35,14 +35,15 @@ def warm_start(trainer: Trainer, steps: int, lr: float, batch_size: int, seed: i
     model.train()
     for _ in range(steps):
         picked = rng.sample(trainer.records, min(batch_size, len(trainer.records)))
-        prompts = [trainer.path.build_prompt(r).input_ids for r in picked]
+        built = [trainer.path.build_prompt(r) for r in picked]  # VL: ids + this record's images
         targets = [tokenizer(answer_text(r), add_special_tokens=False)["input_ids"] + [eos] for r in picked]
         fake = Rollout(
             list(range(len(picked))),
-            prompts,
+            [b.input_ids for b in built],
             targets,
             [[0.0] * len(t) for t in targets],
             [False] * len(picked),
+            [b.multimodal for b in built],
         )
         batch = trainer.path.collate(fake, list(range(len(picked)))).to(device)
         logp, _ = trainer.path.forward(model, batch, temperature=1.0, with_entropy=False)  # [B, R]
