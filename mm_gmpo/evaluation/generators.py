@@ -388,7 +388,6 @@ def _build_vl(spec: ModelSpec, model_dir: str, backend: str) -> PathGenerator:
         model = model.to("cuda")
     model.eval()
     path = VLPolicyPath(processor, model, spec.template, spec.max_prompt_len)
-    path.ban_vision_tokens(model)
     engine = HFGenerateEngine(model, path.pad_id, batch_size=spec.batch_size, collate=path.generate_collate())
     stop_ids = _stop_ids(processor.tokenizer, model.generation_config)
     return PathGenerator(path, engine, processor.tokenizer, stop_ids, name=spec.model, modality="vl")
