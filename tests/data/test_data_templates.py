@@ -96,8 +96,8 @@ def test_geometry_renders_vision_tokens_with_tiny_processor() -> None:
 
 
 def test_registry_errors() -> None:
-    assert set(TEMPLATES) == {"qwen_math", "r1", "none", "geometry"}
-    with pytest.raises(ValueError, match="geometry, none, qwen_math, r1"):
+    assert set(TEMPLATES) == {"qwen_math", "r1", "none", "geometry", "vl_short"}
+    with pytest.raises(ValueError, match="geometry, none, qwen_math, r1, vl_short"):
         get_template("qwen-math")
     with pytest.raises(ValueError, match="text-only"):
         get_template("qwen_math").build("Find x.", [_png_bytes()])
