@@ -222,7 +222,7 @@ def test_data_dir_env_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 def test_math500_from_shared_data() -> None:
     path = default_data_dir() / "math" / "math500.jsonl"
     if not path.exists():
-        pytest.skip(f"shared data not present at {path} (set MM_GMPO_DATA_DIR)")
+        pytest.fail(f"shared data not present at {path} (set MM_GMPO_DATA_DIR)")
     records = load_records(path)
     assert len(records) == 500
     assert len({r.id for r in records}) == 500

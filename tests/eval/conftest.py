@@ -25,7 +25,7 @@ def one_torch_thread():
 def data_root() -> Path:
     root = default_data_dir()
     if not (root / "math").is_dir():
-        pytest.skip(f"shared data not found at {root} (set MM_GMPO_DATA_DIR)")
+        pytest.fail(f"shared data not found at {root} (set MM_GMPO_DATA_DIR)")
     return root
 
 

@@ -22,7 +22,7 @@ def data_dir() -> Path:
 def data_root() -> Path:
     root = data_dir()
     if not (root / "math").is_dir():
-        pytest.skip(f"shared data not found at {root} (set MM_GMPO_DATA_DIR)")
+        pytest.fail(f"shared data not found at {root} (set MM_GMPO_DATA_DIR)")
     return root
 
 

@@ -283,7 +283,7 @@ def test_eval_math_dry_run_uses_the_paper_protocol() -> None:
     from mm_gmpo.data.loaders import default_data_dir
 
     if not (default_data_dir() / "math").is_dir():
-        pytest.skip("shared math data not found (set MM_GMPO_DATA_DIR)")
+        pytest.fail("shared math data not found (set MM_GMPO_DATA_DIR)")
     proc = H.run_script("eval_math.sh", "--dry-run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (

@@ -24,7 +24,7 @@ def mathvision_dir() -> Path:
 def real_records():
     src = mathvision_dir()
     if not (src / "testmini.jsonl").is_file():
-        pytest.skip(f"MathVision sample not found at {src} (set MM_GMPO_DATA_DIR)")
+        pytest.fail(f"MathVision sample not found at {src} (set MM_GMPO_DATA_DIR)")
     from data_prep.mathvision import convert
 
     return convert(src, check_images=False)[:16]
