@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from mm_gmpo.data.loaders import default_data_dir
 from mm_gmpo.rewards import RewardScorer
 
 ADVERSARIAL = [
@@ -33,8 +34,7 @@ ADVERSARIAL = [
 
 
 def data_dir() -> Path:
-    env = os.environ.get("MM_GMPO_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return default_data_dir()
 
 
 def perturb(gt: str) -> str:

@@ -6,7 +6,6 @@ few hundred MB), so an error found in the last row still leaves no output behind
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -16,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mm_gmpo.data.images import ImageError, load_image_rgb
+from mm_gmpo.data.loaders import default_data_dir
 from mm_gmpo.data.records import ImageRef
 
 T = TypeVar("T")
@@ -34,15 +34,11 @@ class DataFormatError(ValueError):
 
 
 def shared_data_dir() -> Path:
-    """The read-only data shipped beside the repository.
+    """The read-only data shipped beside the repository (``$MM_GMPO_DATA_DIR`` wins).
 
-    ``$MM_GMPO_DATA_DIR`` wins; otherwise ``<repo>/../shared/data``, which is where CI places
-    ``shared/`` next to its clone of the repository.
+    One resolver for the whole project: ``mm_gmpo.data.loaders.default_data_dir``.
     """
-    env = os.environ.get("MM_GMPO_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return default_data_dir()
 
 
 def progress(items: Iterable[T], total: int | None, description: str) -> Iterator[T]:

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from mm_gmpo.data.loaders import default_data_dir
 from mm_gmpo.rewards import RewardScorer
-
-
-def data_dir() -> Path:
-    """<repo>/../shared/data, or $MM_GMPO_DATA_DIR."""
-    env = os.environ.get("MM_GMPO_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    root = data_dir()
+    root = default_data_dir()
     if not (root / "math").is_dir():
         pytest.fail(f"shared data not found at {root} (set MM_GMPO_DATA_DIR)")
     return root

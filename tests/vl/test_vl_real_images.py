@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from mm_gmpo.data.loaders import default_data_dir
 from mm_gmpo.rollout.base import SamplingSettings
 from mm_gmpo.rollout.hf import HFGenerateEngine
 from mm_gmpo.vl.model import load_vl_processor
@@ -15,8 +15,7 @@ from mm_gmpo.vl.path import VLPolicyPath
 
 
 def mathvision_dir() -> Path:
-    base = os.environ.get("MM_GMPO_DATA_DIR")
-    root = Path(base) if base else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    root = default_data_dir()
     return root / "mathvision"
 
 
