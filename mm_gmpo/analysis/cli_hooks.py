@@ -74,14 +74,19 @@ def add_subcommands(subparsers) -> None:
         "study", help="GMPO vs GRPO stability study on the CPU demo tasks; writes docs/stability/REPORT.md"
     )
     s.add_argument("--quick", action="store_true", help="1 seed, 6 steps, 100 held-out records (a smoke run)")
-    s.add_argument("--losses", nargs="+", default=None, help="default: gmpo grpo")
+    s.add_argument(
+        "--losses",
+        nargs="+",
+        default=None,
+        help="arms: LOSS, LOSS@EPS or LOSS@LOW/HIGH (clip in the loss's own space); default: gmpo grpo",
+    )
     s.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2 (quick: 0)")
     s.add_argument(
         "--tasks",
         nargs="+",
-        choices=["text", "vl"],
+        choices=["text", "vl", "sorted"],
         default=None,
-        help="default: text, and vl when configs/demo_vl.yaml exists and loads",
+        help="default: all three (text and vl demos, the multi-token sorted task)",
     )
     s.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the demo config's)")
     s.add_argument(

@@ -49,6 +49,68 @@ COLLAPSE_DROP = 0.10
 FINITE_KEYS = ("reward_mean", "log_ratio_min", "log_ratio_max", "entropy", "grad_norm", "approx_kl")
 
 
+@dataclass(frozen=True)
+class Arm:
+    """One loss setting of the study: a registry loss, optionally with its own clip range.
+
+    Written ``LOSS`` (the loss's paper default clip) or ``LOSS@EPS`` / ``LOSS@LOW/HIGH`` (the
+    clip in the loss's own space: log space for gmpo*, ratio space otherwise), so the same
+    study can compare GMPO and GRPO at their paper defaults and at one matched trust region.
+    """
+
+    label: str  # as written; names the run directories and the table rows
+    loss: str
+    clip_low: float
+    clip_high: float
+    log_space: bool
+    explicit_clip: bool
+
+    @property
+    def overrides(self) -> list[str]:
+        ov = [f"loss.name={self.loss}"]
+        if self.explicit_clip:
+            ov += [f"loss.clip_low={self.clip_low:g}", f"loss.clip_high={self.clip_high:g}"]
+        return ov
+
+    @property
+    def ratio_bounds(self) -> tuple[float, float]:
+        """The trust region as bounds on one token's ratio π_θ/π_old, whatever the clip's space."""
+        if self.log_space:
+            return math.exp(-self.clip_low), math.exp(self.clip_high)
+        return 1.0 - self.clip_low, 1.0 + self.clip_high
+
+    @property
+    def family(self) -> str:
+        """``gmpo`` for the geometric-mean losses, ``grpo`` for the token-ratio PPO ones."""
+        if self.loss.startswith("gmpo"):
+            return "gmpo"
+        return "grpo" if self.loss in ("grpo", "dr_grpo", "dapo") else self.loss
+
+
+def parse_arm(spec: str) -> Arm:
+    """``gmpo``, ``gmpo@0.2`` or ``grpo@0.33/0.49`` → :class:`Arm`; a bad spec names itself."""
+    from mm_gmpo.objective.losses import LOSSES
+
+    name, sep, clip = spec.partition("@")
+    if name not in LOSSES:
+        raise ValueError(f"study arm {spec!r}: unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}")
+    loss = LOSSES[name]
+    low, high = loss.clip_low, loss.clip_high
+    if sep:
+        try:
+            parts = [float(x) for x in clip.split("/")]
+        except ValueError:
+            parts = []
+        ratio_low_ok = loss.log_space_clip or (parts and parts[0] < 1.0)
+        if len(parts) not in (1, 2) or not all(x > 0 for x in parts) or not ratio_low_ok:
+            raise ValueError(
+                f"study arm {spec!r}: write the clip as LOSS@EPS or LOSS@LOW/HIGH with positive numbers"
+                + ("" if loss.log_space_clip else " (ratio space: LOW below 1)")
+            )
+        low, high = parts[0], parts[-1]
+    return Arm(spec, name, low, high, loss.log_space_clip, bool(sep))
+
+
 @dataclass
 class Task:
     name: str  # "text" or "vl"
@@ -71,12 +133,17 @@ class RunResult:
 def discover_tasks(wanted: list[str] | None = None) -> tuple[list[Task], dict[str, str]]:
     """The demo tasks that exist and load; the others with the reason they were left out.
 
-    text: ``configs/demo_text.yaml``; vl: ``configs/demo_vl.yaml`` (included when the file
+    text: ``configs/demo_text.yaml``; vl: ``configs/demo_vl.yaml``; sorted:
+    ``configs/study_sorted.yaml``, the multi-token text task (each included when the file
     exists and its config validates).
     """
     from mm_gmpo.train.config import ConfigError, load_config
 
-    candidates = {"text": CONFIGS / "demo_text.yaml", "vl": CONFIGS / "demo_vl.yaml"}
+    candidates = {
+        "text": CONFIGS / "demo_text.yaml",
+        "vl": CONFIGS / "demo_vl.yaml",
+        "sorted": CONFIGS / "study_sorted.yaml",
+    }
     tasks, skipped = [], {}
     for name, path in candidates.items():
         if wanted and name not in wanted:
@@ -111,7 +178,7 @@ def child_env(jobs: int) -> dict[str, str]:
 
 def run_overrides(
     task: Task,
-    loss: str,
+    arm: Arm,
     seed: int,
     run_dir: Path,
     steps: int | None,
@@ -122,7 +189,7 @@ def run_overrides(
     ov = [
         *STRESS,
         *HOUSEKEEPING,
-        f"loss.name={loss}",
+        *arm.overrides,
         f"train.seed={seed}",
         f"train.output_dir={run_dir}",
         f"train.eval_every={eval_every}",
@@ -307,21 +374,47 @@ def _compare(g_row: dict[str, Any], p_row: dict[str, Any], key: str, per_seed: s
     )
 
 
+def comparison_pairs(labels: list[str]) -> list[tuple[str, str, str]]:
+    """(GMPO arm, GRPO arm, how they relate) for every pair the verdicts compare.
+
+    Two kinds: the paper's pairing (``gmpo`` against ``grpo``, each at its own default clip,
+    GMPO's the wider trust region), and pairs at a matched trust region — a geometric-mean arm
+    and a ``grpo`` arm whose clips bound one token's ratio π_θ/π_old to the same interval
+    (within 1%), which separates the objective's effect from the clip's.
+    """
+    arms = [parse_arm(label) for label in labels]
+    pairs = []
+    if "gmpo" in labels and "grpo" in labels:
+        g, p = parse_arm("gmpo").ratio_bounds, parse_arm("grpo").ratio_bounds
+        pairs.append(
+            ("gmpo", "grpo", f"paper defaults: GMPO ratio in [{g[0]:.2f}, {g[1]:.2f}], GRPO [{p[0]:.2f}, {p[1]:.2f}]")
+        )
+    for g in arms:
+        for p in arms:
+            if g.loss != "gmpo" or p.loss != "grpo" or not (g.explicit_clip or p.explicit_clip):
+                continue
+            same = all(abs(a - b) <= 0.01 * b for a, b in zip(g.ratio_bounds, p.ratio_bounds))
+            if same:
+                lo, hi = p.ratio_bounds
+                pairs.append((g.label, p.label, f"matched trust region: ratio in [{lo:.2f}, {hi:.2f}] for both"))
+    return pairs
+
+
 def verdicts(rows: list[dict[str, Any]]) -> list[str]:
-    """One sentence per task comparing GMPO's median range with GRPO's, from the numbers."""
+    """One sentence per compared pair and task (see :func:`comparison_pairs`), from the numbers."""
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
         by = {r["loss"]: r for r in rows if r["task"] == task}
-        if "gmpo" not in by or "grpo" not in by:
-            continue
-        g, p = by["gmpo"], by["grpo"]
-        out.append(
-            f"**{task}**: median per-step log-ratio range over all steps: "
-            f"{_compare(g, p, 'range_median', 'range_per_seed')}. Over the steps with a gradient "
-            f"(some group with reward variance): {_compare(g, p, 'range_live', 'range_live_per_seed')}. "
-            f"Most negative log-ratio seen: GMPO {_fmt(g['log_ratio_min'])}, GRPO {_fmt(p['log_ratio_min'])}. "
-            f"Runs diverged or collapsed: GMPO {len(g['diverged'])} of {g['n']}, GRPO {len(p['diverged'])} of {p['n']}."
-        )
+        for g_label, p_label, how in comparison_pairs(list(by)):
+            g, p = by[g_label], by[p_label]
+            out.append(
+                f"**{task}, {g_label} vs {p_label}** ({how}): median per-step log-ratio range over all steps: "
+                f"{_compare(g, p, 'range_median', 'range_per_seed')}. Over the steps with a gradient "
+                f"(some group with reward variance): {_compare(g, p, 'range_live', 'range_live_per_seed')}. "
+                f"Most negative log-ratio seen: GMPO {_fmt(g['log_ratio_min'])}, GRPO {_fmt(p['log_ratio_min'])}. "
+                f"Runs diverged or collapsed: GMPO {len(g['diverged'])} of {g['n']}, "
+                f"GRPO {len(p['diverged'])} of {p['n']}."
+            )
     return out
 
 
@@ -510,21 +603,22 @@ def run_study(
     t0 = time.perf_counter()
     load_start = _load()
     losses = losses or ["gmpo", "grpo"]
+    arms = [parse_arm(spec) for spec in losses]
     seeds = [0, 1, 2] if seeds is None else seeds
     extra = extra or []
     out_dir, runs_dir = Path(out_dir).resolve(), Path(runs_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     found, skipped = discover_tasks(tasks)
     env = child_env(jobs)
-    grid = [(t, loss, seed) for t in found for loss in losses for seed in seeds]
+    grid = [(t, arm, seed) for t in found for arm in arms for seed in seeds]
 
-    def go(item: tuple[Task, str, int]) -> RunResult:
-        task, loss, seed = item
-        run_dir = runs_dir / task.name / f"{loss}_seed{seed}"
-        ov = run_overrides(task, loss, seed, run_dir, steps, eval_every, eval_limit, extra)
-        res = run_one(task, loss, seed, run_dir, ov, env, reuse)
+    def go(item: tuple[Task, Arm, int]) -> RunResult:
+        task, arm, seed = item
+        run_dir = runs_dir / task.name / f"{arm.label.replace('/', '-')}_seed{seed}"
+        ov = run_overrides(task, arm, seed, run_dir, steps, eval_every, eval_limit, extra)
+        res = run_one(task, arm.label, seed, run_dir, ov, env, reuse)
         print(
-            f"[study] {task.name} {loss} seed {seed}: exit {res.returncode}, {res.wall_s:.0f} s, "
+            f"[study] {task.name} {arm.label} seed {seed}: exit {res.returncode}, {res.wall_s:.0f} s, "
             f"held-out {res.summary.get('eval_accuracy_before', '?')} -> {res.summary.get('eval_accuracy_after', '?')}",
             flush=True,
         )

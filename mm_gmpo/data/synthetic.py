@@ -141,3 +141,43 @@ def make_largest_records(n: int, seed: int = 0, split: str = "train", count: int
         )
         for i, digits in enumerate(rng.sample(pool, n))
     ]
+
+
+def sorted_problems(split: str, count: int = 4) -> list[tuple[int, ...]]:
+    """Every ordered tuple of ``count`` distinct digits 1-9 in the split (about one in ten held out).
+
+    0 is left out so that the sorted answer never starts with a 0 a number parser would drop.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {SPLITS}")
+    return [
+        digits
+        for digits in itertools.permutations(range(1, 10), count)
+        if ("test" if (sum((i + 3) * d for i, d in enumerate(digits)) % 10) == 0 else "train") == split
+    ]
+
+
+def make_sorted_records(n: int, seed: int = 0, split: str = "train", count: int = 4) -> list[Record]:
+    """``n`` problems like "Sort 3, 8, 5, 1 from smallest to largest." (answer "1358").
+
+    The stability study's multi-token task: the answer is ``count`` digit tokens, each a choice
+    the policy can get wrong, so a sequence's tokens carry different importance ratios and the
+    geometric mean (GMPO) and the per-token ratios (GRPO) weight them differently. In the
+    "largest" task only one response token is ever uncertain and the two objectives differ only
+    in their clip ranges.
+    """
+    pool = sorted_problems(split, count)
+    if not 0 <= n <= len(pool):
+        raise ValueError(f"n={n} but the {split!r} split has {len(pool)} distinct problems")
+    rng = random.Random(f"{SOURCE}:sorted:{seed}:{split}")
+    return [
+        Record(
+            id=f"sorted-{split}-{seed}-{i}",
+            problem=f"Sort {', '.join(map(str, digits))} from smallest to largest.",
+            answer="".join(map(str, sorted(digits))),
+            source="synthetic_sorted",
+            split=split,
+            metadata={"digits": list(digits)},
+        )
+        for i, digits in enumerate(rng.sample(pool, n))
+    ]

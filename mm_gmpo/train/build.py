@@ -47,7 +47,7 @@ def resolve_model_path(cfg: Config) -> Path | str:
         raise ValueError(f"model.path: unknown tiny model {spec!r}; use tiny:qwen2 or tiny:qwen2_5_vl")
     out = Path(cfg.train.output_dir) / "tiny_model"
     if dist.is_main() and not (out / "config.json").exists():
-        builders[kind](out, seed=cfg.train.seed, **cfg.model.tiny_overrides)
+        builders[kind](out, seed=cfg.train.start_seed, **cfg.model.tiny_overrides)
     dist.barrier()
     return out
 
@@ -59,6 +59,7 @@ def load_records(source: str, cfg: Config, split: str) -> list[Record]:
             make_arithmetic_records,
             make_comparison_records,
             make_largest_records,
+            make_sorted_records,
         )
         from mm_gmpo.data.synthetic_vl import make_square_records
 
@@ -66,13 +67,14 @@ def load_records(source: str, cfg: Config, split: str) -> list[Record]:
             "arithmetic": make_arithmetic_records,
             "compare": make_comparison_records,
             "largest": make_largest_records,
+            "sorted": make_sorted_records,  # multi-token answers: the stability study's second text task
             "squares": make_square_records,  # VL: count the squares in a picture
         }
         task = source.split(":", 1)[1]
         if task not in makers:
             raise ValueError(f"data: unknown synthetic task {source!r} (known: {', '.join(makers)})")
         size = cfg.data.synthetic_train_size if split == "train" else cfg.data.synthetic_eval_size
-        return makers[task](size, seed=cfg.train.seed, split="train" if split == "train" else "test")
+        return makers[task](size, seed=cfg.train.start_seed, split="train" if split == "train" else "test")
     from mm_gmpo.data.loaders import load_records_with_report
 
     result = load_records_with_report(

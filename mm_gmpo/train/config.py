@@ -125,6 +125,16 @@ class WarmStartConfig:
 class TrainConfig:
     output_dir: str = _f("runs/demo", "where metrics, checkpoints and plots go")
     seed: int = _f(0, "seed for model init, data order and sampling")
+    base_seed: int | None = _f(
+        None,
+        "seed of what exists before RL: a tiny:* model's weights, synthetic data sets, the warm-start; "
+        "None: train.seed. Fix it to run several RL seeds from one starting policy",
+    )
+
+    @property
+    def start_seed(self) -> int:
+        """The seed of the starting policy and data (``base_seed``, else ``seed``)."""
+        return self.seed if self.base_seed is None else self.base_seed
     steps: int = _f(100, "RL steps (one rollout batch each)")
     prompts_per_step: int = _f(16, "prompts per RL step (global, over all ranks)")
     ppo_epochs: int = _f(1, "passes over each rollout batch (K)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import subprocess
 import sys
@@ -12,7 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from mm_gmpo.analysis.study import RunResult, discover_tasks, run_stats, summarize, verdicts, write_report
+from mm_gmpo.analysis.study import (
+    RunResult,
+    comparison_pairs,
+    discover_tasks,
+    parse_arm,
+    run_overrides,
+    run_stats,
+    summarize,
+    verdicts,
+    write_report,
+)
 
 from .test_plots import _fake_run
 
@@ -81,7 +92,44 @@ def test_crashed_run_is_reported(tmp_path):
 
 def test_text_task_is_discovered():
     tasks, skipped = discover_tasks(["text"])
-    assert [t.name for t in tasks] == ["text"] and skipped == {"vl": "not requested: --tasks"}
+    assert [t.name for t in tasks] == ["text"]
+    assert skipped == {"vl": "not requested: --tasks", "sorted": "not requested: --tasks"}
+
+
+def test_every_shipped_task_loads():
+    tasks, skipped = discover_tasks(None)
+    assert [t.name for t in tasks] == ["text", "vl", "sorted"] and skipped == {}
+
+
+def test_arms_parse_to_clip_overrides_and_ratio_bounds(tmp_path):
+    gmpo, grpo = parse_arm("gmpo"), parse_arm("grpo")
+    assert gmpo.overrides == ["loss.name=gmpo"] and not gmpo.explicit_clip
+    assert gmpo.ratio_bounds == pytest.approx((math.exp(-0.4), math.exp(0.4)))
+    assert grpo.ratio_bounds == pytest.approx((0.8, 1.2))
+    narrow = parse_arm("gmpo@0.2231/0.1823")
+    assert narrow.overrides == ["loss.name=gmpo", "loss.clip_low=0.2231", "loss.clip_high=0.1823"]
+    assert narrow.ratio_bounds == pytest.approx((0.8, 1.2), abs=1e-4)
+    assert parse_arm("grpo@0.3").ratio_bounds == pytest.approx((0.7, 1.3))
+    (task,) = discover_tasks(["text"])[0]
+    ov = run_overrides(task, narrow, 2, tmp_path, 5, 0, 0, ["optim.lr=1e-4"])
+    assert ov.index("loss.clip_low=0.2231") > ov.index("train.ppo_epochs=4")  # the arm wins over the stress
+    assert ov[-1] == "optim.lr=1e-4" and "train.seed=2" in ov
+    for bad, message in [
+        ("ppo", "unknown loss 'ppo'"),
+        ("grpo@1.5", "ratio space: LOW below 1"),
+        ("gmpo@a/b", "LOSS@EPS or LOSS@LOW/HIGH"),
+        ("gmpo@0.1/0.2/0.3", "LOSS@EPS or LOSS@LOW/HIGH"),
+        ("gmpo@0", "positive"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_arm(bad)
+
+
+def test_pairs_at_paper_defaults_and_at_matched_trust_regions():
+    labels = ["gmpo", "grpo", "gmpo@0.2231/0.1823", "grpo@0.3297/0.4918", "grpo@0.3"]
+    pairs = [(g, p) for g, p, _ in comparison_pairs(labels)]
+    assert pairs == [("gmpo", "grpo"), ("gmpo", "grpo@0.3297/0.4918"), ("gmpo@0.2231/0.1823", "grpo")]
+    assert comparison_pairs(["gmpo", "grpo@0.3"]) == []
 
 
 @pytest.mark.slow

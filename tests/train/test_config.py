@@ -59,3 +59,29 @@ def test_every_field_has_help():
 def test_cli_reports_config_errors_without_a_traceback(capsys):
     assert main(["train", str(REPO_CONFIGS / "demo_text.yaml"), "optim.lrr=1"]) == 2
     assert "optim.lrr" in capsys.readouterr().err
+
+
+def test_base_seed_fixes_the_start_but_not_the_rl_seed(tmp_path):
+    """Several RL seeds from one starting policy: same tiny weights and data, own sampling seed."""
+    from safetensors.torch import load_file
+
+    from mm_gmpo.train.build import load_records, resolve_model_path
+
+    def start(seed, base_seed):
+        out = tmp_path / f"s{seed}_b{base_seed}"
+        cfg = load_config(
+            None,
+            [f"train.seed={seed}", f"train.output_dir={out}", "data.synthetic_train_size=50"]
+            + ([f"train.base_seed={base_seed}"] if base_seed is not None else []),
+        )
+        weights = load_file(str(resolve_model_path(cfg) / "model.safetensors"))
+        return cfg, weights, load_records("synthetic:largest", cfg, "train")
+
+    cfg_a, w_a, rec_a = start(1, 0)
+    cfg_b, w_b, rec_b = start(2, 0)
+    _, w_own, rec_own = start(2, None)
+    assert (cfg_a.train.seed, cfg_a.train.start_seed) == (1, 0)
+    assert rec_a == rec_b and rec_own != rec_b
+    assert w_a.keys() == w_b.keys()
+    assert all(w_a[k].equal(w_b[k]) for k in w_a)
+    assert not all(w_own[k].equal(w_b[k]) for k in w_b)
