@@ -387,7 +387,11 @@ def comparison_pairs(labels: list[str]) -> list[tuple[str, str, str]]:
     if "gmpo" in labels and "grpo" in labels:
         g, p = parse_arm("gmpo").ratio_bounds, parse_arm("grpo").ratio_bounds
         pairs.append(
-            ("gmpo", "grpo", f"paper defaults: GMPO ratio in [{g[0]:.2f}, {g[1]:.2f}], GRPO [{p[0]:.2f}, {p[1]:.2f}]")
+            (
+                "gmpo",
+                "grpo",
+                f"paper defaults: GMPO ratio in [{g[0]:.2f}, {g[1]:.2f}], GRPO [{p[0]:.2f}, {p[1]:.2f}]",
+            )
         )
     for g in arms:
         for p in arms:
@@ -396,7 +400,9 @@ def comparison_pairs(labels: list[str]) -> list[tuple[str, str, str]]:
             same = all(abs(a - b) <= 0.01 * b for a, b in zip(g.ratio_bounds, p.ratio_bounds))
             if same:
                 lo, hi = p.ratio_bounds
-                pairs.append((g.label, p.label, f"matched trust region: ratio in [{lo:.2f}, {hi:.2f}] for both"))
+                pairs.append(
+                    (g.label, p.label, f"matched trust region: ratio in [{lo:.2f}, {hi:.2f}] for both")
+                )
     return pairs
 
 

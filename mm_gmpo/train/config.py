@@ -135,6 +135,7 @@ class TrainConfig:
     def start_seed(self) -> int:
         """The seed of the starting policy and data (``base_seed``, else ``seed``)."""
         return self.seed if self.base_seed is None else self.base_seed
+
     steps: int = _f(100, "RL steps (one rollout batch each)")
     prompts_per_step: int = _f(16, "prompts per RL step (global, over all ranks)")
     ppo_epochs: int = _f(1, "passes over each rollout batch (K)")

@@ -49,7 +49,11 @@ def train(cfg: Config) -> dict[str, Any]:
     try:
         if run.resumed_from is None:
             losses = warm_start(
-                trainer, cfg.warm_start.steps, cfg.warm_start.lr, cfg.warm_start.batch_size, cfg.train.start_seed
+                trainer,
+                cfg.warm_start.steps,
+                cfg.warm_start.lr,
+                cfg.warm_start.batch_size,
+                cfg.train.start_seed,
             )
             if losses:
                 summary["warm_start_loss"] = losses[-1]
