@@ -1,4 +1,4 @@
-"""One entry point: ``mm-gmpo train|demo|eval|config|plot|study`` (also ``python -m mm_gmpo``)."""
+"""One entry point: ``mm-gmpo train|demo|eval|config|plot|study|probe`` (also ``python -m mm_gmpo``)."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_cfg.set_defaults(func=_cmd_config)
     from mm_gmpo.analysis.cli_hooks import add_subcommands as add_analysis_subcommands
 
-    add_analysis_subcommands(sub)  # plot, study
+    add_analysis_subcommands(sub)  # plot, study, probe
     return parser
 
 

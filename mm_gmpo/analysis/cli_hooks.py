@@ -27,6 +27,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from mm_gmpo.analysis.probe import run_probe
+
+    argv = sys.argv[sys.argv.index("probe") + 1 :] if "probe" in sys.argv else []
+    run_probe(
+        args.tasks, args.losses, args.steps, args.out, args.overrides, "mm-gmpo probe " + shlex.join(argv)
+    )
+    return 0
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from mm_gmpo.analysis.study import run_study
 
@@ -100,3 +110,13 @@ def add_subcommands(subparsers) -> None:
     s.add_argument("--reuse", action="store_true", help="keep finished runs whose overrides match")
     s.add_argument("overrides", nargs="*", help="extra section.field=value for every run")
     s.set_defaults(func=cmd_study)
+
+    q = subparsers.add_parser(
+        "probe", help="per-token look at where extreme log-ratios come from, under the study's stress"
+    )
+    q.add_argument("--tasks", nargs="+", choices=["text", "vl", "sorted"], default=None, help="default: all")
+    q.add_argument("--losses", nargs="+", default=None, help="study arms (LOSS[@EPS]); default: gmpo grpo")
+    q.add_argument("--steps", type=int, default=20, help="RL steps per probe run")
+    q.add_argument("--out", default=str(REPO / "docs" / "stability" / "PROBE.md"), help="markdown table")
+    q.add_argument("overrides", nargs="*", help="extra section.field=value for every run")
+    q.set_defaults(func=cmd_probe)
