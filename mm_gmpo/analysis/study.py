@@ -111,6 +111,18 @@ def parse_arm(spec: str) -> Arm:
     return Arm(spec, name, low, high, loss.log_space_clip, bool(sep))
 
 
+# One line per task for the report: what it is and why it is in the study.
+TASK_NOTES = {
+    "text": "`configs/demo_text.yaml`, the text demo: name the largest of four digits; the answer "
+    "`\\boxed{8}` has one token the policy chooses, the rest is format",
+    "vl": "`configs/demo_vl.yaml`, the VL demo: count the squares in a picture (tiny Qwen2.5-VL); "
+    "again one chosen token per answer",
+    "sorted": "`configs/study_sorted.yaml`: sort four digits (`\\boxed{1358}`), four chosen tokens "
+    "per answer, so a sequence's tokens carry different ratios; every seed starts from one "
+    "warm-started policy (`train.base_seed=0`)",
+}
+
+
 @dataclass
 class Task:
     name: str  # "text" or "vl"
@@ -424,6 +436,15 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _arm_text(arm: Arm) -> str:
+    space = "log" if arm.log_space else "ratio"
+    lo, hi = arm.ratio_bounds
+    return (
+        f"`{arm.label}` clip {arm.clip_low:g} / {arm.clip_high:g} in {space} space, "
+        f"one token's ratio held to [{lo:.2f}, {hi:.2f}]"
+    )
+
+
 def write_report(
     out_dir: Path,
     results: list[RunResult],
@@ -441,12 +462,15 @@ def write_report(
         "",
         f"- Tasks run: {', '.join(settings['tasks']) or 'none'}."
         + "".join(f" Not run: **{k}** ({v})." for k, v in skipped.items()),
+        *[f"  - {t}: {TASK_NOTES.get(t, '')}." for t in settings["tasks"]],
         f"- Losses: {', '.join(settings['losses'])}; seeds: {', '.join(map(str, settings['seeds']))}.",
         "- Off-policy stress on top of each demo config: `" + " ".join(STRESS) + "` "
         "(four passes over each rollout batch; with the demo's `train.mini_batches=2` that is eight "
         "optimizer steps per batch of samples instead of two, at twice the demo's learning rate).",
-        "- Clip ranges at each loss's paper default: GRPO 0.2 / 0.2 in ratio space, GMPO 0.4 / 0.4 "
-        "in log space (the paper compares them so).",
+        "- Arms and their clips (a bare loss name is its paper default; the paper compares GMPO at "
+        "0.4 in log space with GRPO at 0.2 in ratio space): "
+        + "; ".join(_arm_text(parse_arm(label)) for label in settings["losses"])
+        + ".",
         f"- RL steps per run: {settings['steps']}; held-out (greedy) evaluation before and after RL"
         + (f" and every {settings['eval_every']} steps" if settings["eval_every"] else "")
         + (f", on {settings['eval_limit']} records" if settings["eval_limit"] else "")

@@ -135,8 +135,7 @@ def test_pairs_at_paper_defaults_and_at_matched_trust_regions():
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_quick_study_end_to_end(tmp_path):
-    # text only: the VL demo (configs/demo_vl.yaml) is included by default once it exists, but
-    # its runs depend on the VL trainer wiring and a larger warm-start; this checks the study.
+    # The default task set (text and VL demos, the multi-token sorted task), as users run it.
     out = tmp_path / "report"
     t0 = time.perf_counter()
     proc = subprocess.run(
@@ -146,8 +145,6 @@ def test_quick_study_end_to_end(tmp_path):
             "mm_gmpo.analysis",
             "study",
             "--quick",
-            "--tasks",
-            "text",
             "--runs-dir",
             str(tmp_path / "runs"),
             "--out-dir",
@@ -161,10 +158,12 @@ def test_quick_study_end_to_end(tmp_path):
     wall = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = (out / "REPORT.md").read_text()
-    assert "| text | gmpo |" in text and "| text | grpo |" in text
-    for name in ("text_reward.png", "text_log_ratio.png", "text_diagnostics.png"):
-        assert (out / name).is_file()
+    for task in ("text", "vl", "sorted"):
+        assert f"| {task} | gmpo |" in text and f"| {task} | grpo |" in text
+        for name in ("reward", "log_ratio", "diagnostics"):
+            assert (out / f"{task}_{name}.png").is_file()
     results = json.loads((out / "results.json").read_text())
+    assert len(results["runs"]) == 6
     assert all(r["returncode"] == 0 and r["steps"] == 6 for r in results["runs"])
     print(f"quick study: {wall:.0f} s")
 
