@@ -464,14 +464,21 @@ def write_report(
         + "".join(f" Not run: **{k}** ({v})." for k, v in skipped.items()),
         *[f"  - {t}: {TASK_NOTES.get(t, '')}." for t in settings["tasks"]],
         f"- Losses: {', '.join(settings['losses'])}; seeds: {', '.join(map(str, settings['seeds']))}.",
-        "- Off-policy stress on top of each demo config: `" + " ".join(STRESS) + "` "
-        "(four passes over each rollout batch; with the demo's `train.mini_batches=2` that is eight "
-        "optimizer steps per batch of samples instead of two, at twice the demo's learning rate).",
+        "- Off-policy stress on top of each task's config: `" + " ".join(STRESS) + "`: four passes "
+        "over each rollout batch, so the later mini-batches train on samples the policy has moved "
+        "away from. Per task, optimizer steps per batch of samples and learning rate, stressed "
+        "(config): "
+        + "; ".join(
+            f"{t} {d['stressed_updates']} ({d['updates']}), lr {d['stressed_lr']:g} ({d['lr']:g}), "
+            f"{d['steps']} RL steps"
+            for t, d in settings["task_setup"].items()
+        )
+        + ".",
         "- Arms and their clips (a bare loss name is its paper default; the paper compares GMPO at "
         "0.4 in log space with GRPO at 0.2 in ratio space): "
         + "; ".join(_arm_text(parse_arm(label)) for label in settings["losses"])
         + ".",
-        f"- RL steps per run: {settings['steps']}; held-out (greedy) evaluation before and after RL"
+        "- Held-out (greedy) evaluation before and after RL"
         + (f" and every {settings['eval_every']} steps" if settings["eval_every"] else "")
         + (f", on {settings['eval_limit']} records" if settings["eval_limit"] else "")
         + ".",
@@ -672,13 +679,22 @@ def run_study(
             )
     from mm_gmpo.train.config import load_config
 
-    steps_used = steps if steps is not None else (load_config(found[0].config).train.steps if found else 0)
+    task_setup = {}
+    for task in found:
+        base, stressed = load_config(task.config), load_config(task.config, [*STRESS, *extra])
+        task_setup[task.name] = {
+            "updates": base.train.ppo_epochs * base.train.mini_batches,
+            "stressed_updates": stressed.train.ppo_epochs * stressed.train.mini_batches,
+            "lr": base.optim.lr,
+            "stressed_lr": stressed.optim.lr,
+            "steps": steps if steps is not None else base.train.steps,
+        }
     settings = {
         "command": command,
         "tasks": [t.name for t in found],
         "losses": losses,
         "seeds": seeds,
-        "steps": steps_used,
+        "task_setup": task_setup,
         "eval_every": eval_every,
         "eval_limit": eval_limit,
         "extra": extra,

@@ -63,7 +63,9 @@ def test_stats_table_and_report(tmp_path):
         "tasks": ["text"],
         "losses": ["gmpo", "grpo"],
         "seeds": [0, 1],
-        "steps": 12,
+        "task_setup": {
+            "text": {"updates": 2, "stressed_updates": 8, "lr": 5e-4, "stressed_lr": 1e-3, "steps": 12}
+        },
         "eval_every": 0,
         "eval_limit": 0,
         "extra": [],
@@ -81,6 +83,8 @@ def test_stats_table_and_report(tmp_path):
     text = report.read_text()
     assert "| text | gmpo |" in text and "| text | grpo |" in text
     assert "Not run: **vl**" in text
+    assert "text 8 (2), lr 0.001 (0.0005), 12 RL steps" in text
+    assert "`gmpo` clip 0.4 / 0.4 in log space, one token's ratio held to [0.67, 1.49]" in text
     assert json.loads((tmp_path / "results.json").read_text())["table"][0]["loss"] == "gmpo"
 
 
