@@ -27,8 +27,24 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bad_arms(command: str, specs: list[str] | None) -> int:
+    """2 with a one-line error when an arm does not parse (before any run starts), else 0."""
+    from mm_gmpo.analysis.study import parse_arm
+
+    for spec in specs or []:
+        try:
+            parse_arm(spec)
+        except ValueError as exc:
+            print(f"mm-gmpo {command}: error: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from mm_gmpo.analysis.probe import run_probe
+
+    if _bad_arms("probe", args.losses):
+        return 2
 
     argv = sys.argv[sys.argv.index("probe") + 1 :] if "probe" in sys.argv else []
     run_probe(
@@ -39,6 +55,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_study(args: argparse.Namespace) -> int:
     from mm_gmpo.analysis.study import run_study
+
+    if _bad_arms("study", args.losses):
+        return 2
 
     seeds, steps, eval_limit, eval_every = args.seeds, args.steps, args.eval_limit, args.eval_every
     out_dir, runs_dir = args.out_dir, args.runs_dir

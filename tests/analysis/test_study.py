@@ -129,6 +129,27 @@ def test_arms_parse_to_clip_overrides_and_ratio_bounds(tmp_path):
             parse_arm(bad)
 
 
+@pytest.mark.parametrize("command", ["study", "probe"])
+def test_bad_arm_is_a_one_line_error_before_any_run(command, capsys, tmp_path):
+    from mm_gmpo.cli import main
+
+    assert (
+        main(
+            [
+                command,
+                "--losses",
+                "gmpo",
+                "grpo@1.5",
+                *(["--runs-dir", str(tmp_path)] if command == "study" else []),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert f"mm-gmpo {command}: error: study arm 'grpo@1.5'" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
 def test_pairs_at_paper_defaults_and_at_matched_trust_regions():
     labels = ["gmpo", "grpo", "gmpo@0.2231/0.1823", "grpo@0.3297/0.4918", "grpo@0.3"]
     pairs = [(g, p) for g, p, _ in comparison_pairs(labels)]
