@@ -675,7 +675,7 @@ def run_study(
                 out_dir,
                 prefix=f"{task.name}_",
                 smooth_window=smooth,
-                title=f"{task.name} demo, off-policy stress",
+                title=f"{task.name} task, off-policy stress",
             )
     from mm_gmpo.train.config import load_config
 
