@@ -140,6 +140,12 @@ class TrainConfig:
     prompts_per_step: int = _f(16, "prompts per RL step (global, over all ranks)")
     ppo_epochs: int = _f(1, "passes over each rollout batch (K)")
     mini_batches: int = _f(1, "optimizer steps per pass (the rollout batch is cut into this many)")
+    reuse_update_logp: bool = _f(
+        True,
+        "with one optimizer step per rollout batch (ppo_epochs=1, mini_batches=1) take π_old from the "
+        "update's own forward (detached) instead of a separate no-grad pass: same loss and gradients, "
+        "one forward fewer per step",
+    )
     micro_batch_size: int = _f(8, "sequences per forward/backward")
     engine: str = _f("torch", "torch (one process) or deepspeed")
     zero_stage: int = _f(2, "DeepSpeed ZeRO stage 0-3")

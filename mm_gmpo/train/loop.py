@@ -169,25 +169,36 @@ class Trainer:
         if cfg.loss.filter_zero_variance:
             rows = [r for r in rows if not bool(zero_var[r // n])]
 
-        # 3. old-policy log-probs, recomputed by the trainer on the exact training collation
+        # 3. old-policy log-probs, recomputed by the trainer on the exact training collation.
+        # With one optimizer step per rollout batch every micro-batch of the update sees the
+        # weights that sampled, so its own forward (detached) is π_old and this pass is skipped.
         old_logp: dict[int, torch.Tensor] = {}
         mismatch = []
         tis_w = torch.ones(len(rollout))  # [N] per-sequence sampler-mismatch weights (1: off)
-        with torch.no_grad():
-            for micro in chunks(rows, cfg.train.micro_batch_size):
-                batch = self.path.collate(rollout, micro).to(device)
-                logp, _ = self.path.forward(
-                    self.engine.module, batch, cfg.rollout.temperature, with_entropy=False
-                )
-                for j, r in enumerate(micro):
-                    length = len(rollout.response_ids[r])
-                    old_logp[r] = logp[j, :length].float().cpu()  # [len_r]
-                    sampler = torch.tensor(rollout.sampler_logp[r][:length])
-                    mismatch.append((old_logp[r] - sampler).abs())
-                    if cfg.loss.tis_cap > 0:
-                        tis_w[r] = tis_sequence_weights(
-                            old_logp[r][None], sampler[None], torch.ones(1, length), cfg.loss.tis_cap
-                        )[0]
+        reuse_update = (
+            cfg.train.reuse_update_logp and cfg.train.ppo_epochs == 1 and cfg.train.mini_batches == 1
+        )
+
+        def keep_old(micro: list[int], logp: torch.Tensor) -> None:
+            """Store π_old per row (logp [b, R]) with its sampler mismatch and TIS weight."""
+            for j, r in enumerate(micro):
+                length = len(rollout.response_ids[r])
+                old_logp[r] = logp[j, :length].detach().float().cpu()  # [len_r]
+                sampler = torch.tensor(rollout.sampler_logp[r][:length])
+                mismatch.append((old_logp[r] - sampler).abs())
+                if cfg.loss.tis_cap > 0:
+                    tis_w[r] = tis_sequence_weights(
+                        old_logp[r][None], sampler[None], torch.ones(1, length), cfg.loss.tis_cap
+                    )[0]
+
+        if not reuse_update:
+            with torch.no_grad():
+                for micro in chunks(rows, cfg.train.micro_batch_size):
+                    batch = self.path.collate(rollout, micro).to(device)
+                    logp, _ = self.path.forward(
+                        self.engine.module, batch, cfg.rollout.temperature, with_entropy=False
+                    )
+                    keep_old(micro, logp)
 
         # 4. K passes of mini-batch updates
         sums: dict[str, float] = defaultdict(float)
@@ -206,6 +217,8 @@ class Trainer:
                 for micro in chunks(mini, cfg.train.micro_batch_size):
                     batch = self.path.collate(rollout, micro).to(device)
                     logp, entropy = self.path.forward(self.engine.module, batch, cfg.rollout.temperature)
+                    if reuse_update:
+                        keep_old(micro, logp)
                     width = batch.response_ids.shape[1]
                     old = pad_ragged([old_logp[r].tolist() for r in micro], width).to(device)  # [b, R]
                     loss, m = compute_policy_loss(

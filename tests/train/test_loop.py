@@ -172,3 +172,54 @@ def test_keep_prunes_old_checkpoints(tiny, tmp_path):
         save_checkpoint(tmp_path, step, model=model, tokenizer=tok, engine=engine, trainer_state={}, keep=2)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["step_00000002", "step_00000003"]
+
+
+def _count_forwards(trainer: Trainer) -> list[bool]:
+    """Wrap the trainer's policy forward; the list gets grad-enabled (True/False) per call."""
+    calls: list[bool] = []
+    forward = trainer.path.forward
+
+    def counted(*args, **kwargs):
+        calls.append(torch.is_grad_enabled())
+        return forward(*args, **kwargs)
+
+    trainer.path.forward = counted
+    return calls
+
+
+@pytest.mark.parametrize("tis_cap", [0.0, 2.0])
+def test_on_policy_step_reuses_the_update_forward_with_the_same_result(tmp_path, tis_cap):
+    """One optimizer step per rollout batch: π_old from the update's forward equals the extra pass."""
+    results = {}
+    for reuse in (True, False):
+        d = build_tiny_qwen2(tmp_path / f"m{reuse}", seed=0)
+        tok = AutoTokenizer.from_pretrained(d)
+        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+        torch.manual_seed(0)
+        trainer = _trainer(
+            tok,
+            model,
+            tmp_path / str(reuse),
+            [f"train.reuse_update_logp={str(reuse).lower()}", f"loss.tis_cap={tis_cap}"],
+        )
+        calls = _count_forwards(trainer)
+        metrics = trainer.rl_step()
+        results[reuse] = (calls, metrics, {n: p.detach().clone() for n, p in model.named_parameters()})
+    (calls_r, m_r, p_r), (calls_x, m_x, p_x) = results[True], results[False]
+    assert all(calls_r) and len(calls_r) == 4  # 16 rows / micro-batch 5: only the update forwards
+    assert calls_x == [False] * 4 + [True] * 4  # the separate no-grad pass, then the update
+    assert m_r["log_ratio_min"] == m_r["log_ratio_max"] == 0.0  # π_θ = π_old on every token
+    for key in ("loss", "pg_loss", "sampler_logp_absdiff_max", "grad_norm", "entropy"):
+        assert m_r[key] == pytest.approx(m_x[key], rel=1e-5, abs=1e-7), key
+    for name in p_r:
+        torch.testing.assert_close(p_r[name], p_x[name], atol=1e-6, rtol=0)
+
+
+def test_several_updates_per_batch_keep_the_separate_pass(tiny, tmp_path):
+    tok, model = tiny
+    torch.manual_seed(0)
+    trainer = _trainer(tok, model, tmp_path, ["train.ppo_epochs=2"])
+    calls = _count_forwards(trainer)
+    metrics = trainer.rl_step()
+    assert calls == [False] * 4 + [True] * 8
+    assert metrics["log_ratio_max"] > metrics["log_ratio_min"]  # the second pass is off-policy
