@@ -56,10 +56,23 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
 
 
 def run_family(config: dict[str, Any]) -> str:
-    """What the run is, without its seed: the loss name, prefixed by the path when it is VL."""
-    loss = (config.get("loss") or {}).get("name")
+    """What the run is, without its seed: the loss name, prefixed by the path when it is VL.
+
+    A clip set in the config is part of the name (``gmpo@0.2231/0.1823``, as the study writes
+    its arms), so runs of one loss at two trust regions get their own colour and panel.
+    """
+    section = config.get("loss") or {}
+    loss = section.get("name")
     if loss is None:
         return ""
+    low, high = section.get("clip_low"), section.get("clip_high")
+    if low is not None or high is not None:
+        from mm_gmpo.objective import get_loss
+
+        spec = get_loss(loss)
+        low = spec.clip_low if low is None else low
+        high = spec.clip_high if high is None else high
+        loss = f"{loss}@{low:g}" if low == high else f"{loss}@{low:g}/{high:g}"
     path = config.get("path", "text")
     return loss if path == "text" else f"{path} {loss}"
 

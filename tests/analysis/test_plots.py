@@ -91,3 +91,15 @@ def test_plot_subcommand(tmp_path, capsys):
         "compare_log_ratio.png",
         "compare_reward.png",
     ]
+
+
+def test_a_clip_set_in_the_config_names_its_own_family():
+    from mm_gmpo.analysis.plots import run_family
+
+    assert run_family({"loss": {"name": "gmpo", "clip_low": None, "clip_high": None}}) == "gmpo"
+    assert (
+        run_family({"loss": {"name": "gmpo", "clip_low": 0.2231, "clip_high": 0.1823}})
+        == "gmpo@0.2231/0.1823"
+    )
+    assert run_family({"loss": {"name": "grpo", "clip_low": 0.3}}) == "grpo@0.3/0.2"
+    assert run_family({"path": "vl", "loss": {"name": "gmpo", "clip_high": 0.4}}) == "vl gmpo@0.4"
