@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mm_gmpo.data.records import Record
 
@@ -107,15 +107,46 @@ def make_comparison_records(
     ]
 
 
-def largest_problems(split: str, count: int = 4) -> list[tuple[int, ...]]:
-    """Every ordered tuple of ``count`` distinct digits in the split (one in ten held out)."""
+def _digit_tuples(split: str, digits: range, count: int) -> list[tuple[int, ...]]:
+    """Every ordered tuple of ``count`` distinct ``digits`` in the split (about one in ten held out)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {SPLITS}")
     return [
-        digits
-        for digits in itertools.permutations(range(10), count)
-        if ("test" if (sum((i + 3) * d for i, d in enumerate(digits)) % 10) == 0 else "train") == split
+        t
+        for t in itertools.permutations(digits, count)
+        if ("test" if (sum((i + 3) * d for i, d in enumerate(t)) % 10) == 0 else "train") == split
     ]
+
+
+def _digit_records(
+    task: str,
+    pool: list[tuple[int, ...]],
+    n: int,
+    seed: int,
+    split: str,
+    problem: Callable[[str], str],
+    answer: Callable[[tuple[int, ...]], str],
+) -> list[Record]:
+    """``n`` records drawn from ``pool`` (seeded per task, seed and split); text from the callables."""
+    if not 0 <= n <= len(pool):
+        raise ValueError(f"n={n} but the {split!r} split has {len(pool)} distinct problems")
+    rng = random.Random(f"{SOURCE}:{task}:{seed}:{split}")
+    return [
+        Record(
+            id=f"{task}-{split}-{seed}-{i}",
+            problem=problem(", ".join(map(str, digits))),
+            answer=answer(digits),
+            source=f"synthetic_{task}",
+            split=split,
+            metadata={"digits": list(digits)},
+        )
+        for i, digits in enumerate(rng.sample(pool, n))
+    ]
+
+
+def largest_problems(split: str, count: int = 4) -> list[tuple[int, ...]]:
+    """Every ordered tuple of ``count`` distinct digits in the split (one in ten held out)."""
+    return _digit_tuples(split, range(10), count)
 
 
 def make_largest_records(n: int, seed: int = 0, split: str = "train", count: int = 4) -> list[Record]:
@@ -126,21 +157,15 @@ def make_largest_records(n: int, seed: int = 0, split: str = "train", count: int
     rule, so RL has room to lift held-out accuracy within a couple of minutes on two cores;
     two-digit arithmetic needs far more warm-start than a demo has time for.
     """
-    pool = largest_problems(split, count)
-    if not 0 <= n <= len(pool):
-        raise ValueError(f"n={n} but the {split!r} split has {len(pool)} distinct problems")
-    rng = random.Random(f"{SOURCE}:largest:{seed}:{split}")
-    return [
-        Record(
-            id=f"largest-{split}-{seed}-{i}",
-            problem=f"Which is the largest of {', '.join(map(str, digits))}?",
-            answer=str(max(digits)),
-            source="synthetic_largest",
-            split=split,
-            metadata={"digits": list(digits)},
-        )
-        for i, digits in enumerate(rng.sample(pool, n))
-    ]
+    return _digit_records(
+        "largest",
+        largest_problems(split, count),
+        n,
+        seed,
+        split,
+        lambda listed: f"Which is the largest of {listed}?",
+        lambda digits: str(max(digits)),
+    )
 
 
 def sorted_problems(split: str, count: int = 4) -> list[tuple[int, ...]]:
@@ -148,13 +173,7 @@ def sorted_problems(split: str, count: int = 4) -> list[tuple[int, ...]]:
 
     0 is left out so that the sorted answer never starts with a 0 a number parser would drop.
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid: {SPLITS}")
-    return [
-        digits
-        for digits in itertools.permutations(range(1, 10), count)
-        if ("test" if (sum((i + 3) * d for i, d in enumerate(digits)) % 10) == 0 else "train") == split
-    ]
+    return _digit_tuples(split, range(1, 10), count)
 
 
 def make_sorted_records(n: int, seed: int = 0, split: str = "train", count: int = 4) -> list[Record]:
@@ -166,18 +185,12 @@ def make_sorted_records(n: int, seed: int = 0, split: str = "train", count: int 
     "largest" task only one response token is ever uncertain and the two objectives differ only
     in their clip ranges.
     """
-    pool = sorted_problems(split, count)
-    if not 0 <= n <= len(pool):
-        raise ValueError(f"n={n} but the {split!r} split has {len(pool)} distinct problems")
-    rng = random.Random(f"{SOURCE}:sorted:{seed}:{split}")
-    return [
-        Record(
-            id=f"sorted-{split}-{seed}-{i}",
-            problem=f"Sort {', '.join(map(str, digits))} from smallest to largest.",
-            answer="".join(map(str, sorted(digits))),
-            source="synthetic_sorted",
-            split=split,
-            metadata={"digits": list(digits)},
-        )
-        for i, digits in enumerate(rng.sample(pool, n))
-    ]
+    return _digit_records(
+        "sorted",
+        sorted_problems(split, count),
+        n,
+        seed,
+        split,
+        lambda listed: f"Sort {listed} from smallest to largest.",
+        lambda digits: "".join(map(str, sorted(digits))),
+    )
