@@ -218,9 +218,11 @@ class Trainer:
                     batch = self.path.collate(rollout, micro).to(device)
                     logp, entropy = self.path.forward(self.engine.module, batch, cfg.rollout.temperature)
                     if reuse_update:
-                        keep_old(micro, logp)
-                    width = batch.response_ids.shape[1]
-                    old = pad_ragged([old_logp[r].tolist() for r in micro], width).to(device)  # [b, R]
+                        keep_old(micro, logp)  # for the sampler-mismatch metric and TIS
+                        old = logp.detach()  # [b, R] this forward is π_old
+                    else:
+                        width = batch.response_ids.shape[1]
+                        old = pad_ragged([old_logp[r].tolist() for r in micro], width).to(device)  # [b, R]
                     loss, m = compute_policy_loss(
                         cfg.loss.name,
                         logp,
