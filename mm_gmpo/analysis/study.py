@@ -79,13 +79,6 @@ class Arm:
             return math.exp(-self.clip_low), math.exp(self.clip_high)
         return 1.0 - self.clip_low, 1.0 + self.clip_high
 
-    @property
-    def family(self) -> str:
-        """``gmpo`` for the geometric-mean losses, ``grpo`` for the token-ratio PPO ones."""
-        if self.loss.startswith("gmpo"):
-            return "gmpo"
-        return "grpo" if self.loss in ("grpo", "dr_grpo", "dapo") else self.loss
-
 
 def parse_arm(spec: str) -> Arm:
     """``gmpo``, ``gmpo@0.2`` or ``grpo@0.33/0.49`` → :class:`Arm`; a bad spec names itself."""

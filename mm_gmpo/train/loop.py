@@ -181,9 +181,10 @@ class Trainer:
 
         def keep_old(micro: list[int], logp: torch.Tensor) -> None:
             """Store π_old per row (logp [b, R]) with its sampler mismatch and TIS weight."""
+            host = logp.detach().float().cpu()  # [b, R] one device-to-host copy per micro-batch
             for j, r in enumerate(micro):
                 length = len(rollout.response_ids[r])
-                old_logp[r] = logp[j, :length].detach().float().cpu()  # [len_r]
+                old_logp[r] = host[j, :length]  # [len_r]
                 sampler = torch.tensor(rollout.sampler_logp[r][:length])
                 mismatch.append((old_logp[r] - sampler).abs())
                 if cfg.loss.tis_cap > 0:
