@@ -73,8 +73,8 @@ def run_family(config: dict[str, Any]) -> str:
         low = spec.clip_low if low is None else low
         high = spec.clip_high if high is None else high
         loss = f"{loss}@{low:g}" if low == high else f"{loss}@{low:g}/{high:g}"
-    path = config.get("path", "text")
-    return loss if path == "text" else f"{path} {loss}"
+    modality = config.get("modality", config.get("path", "text"))  # "path": runs before the rename
+    return loss if modality == "text" else f"{modality} {loss}"
 
 
 def run_label(run_dir: str | Path, config: dict[str, Any] | None = None) -> str:

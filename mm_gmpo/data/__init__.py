@@ -1,13 +1,12 @@
 """Records, prompt templates, dataset loaders, the prompt sampler and the synthetic demo task."""
 
 from mm_gmpo.data.loaders import (
-    BadRecordError,
     LoadResult,
     default_data_dir,
     load_records,
     load_records_with_report,
 )
-from mm_gmpo.data.records import ImageRef, Record
+from mm_gmpo.data.records import BadRecordError, ImageRef, Record
 from mm_gmpo.data.sampler import PromptSampler
 from mm_gmpo.data.synthetic import make_arithmetic_records
 from mm_gmpo.data.templates import (

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mm_gmpo.data.images import encode_png
-from mm_gmpo.data.records import ImageRef, Record
+from mm_gmpo.data.records import BadRecordError, ImageRef, Record
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +30,6 @@ OnBadRecord = Literal["error", "skip"]
 DataFormat = Literal["auto", "jsonl", "json", "parquet", "arrow", "hf"]
 
 _RECORD_FIELDS = ("id", "problem", "answer", "choices", "images", "source", "split", "metadata")
-
-
-class BadRecordError(ValueError):
-    """A row cannot become a Record; the message names the file, the row index and the field."""
 
 
 @dataclass

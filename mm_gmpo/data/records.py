@@ -13,6 +13,18 @@ from typing import Any
 ImageRef = bytes | str
 
 
+class BadRecordError(ValueError):
+    """A row or record the pipeline cannot use; the message names the file/record and the field.
+
+    ``reason`` is a short key for tallies of skipped records (``empty_problem``,
+    ``prompt_too_long``, ``image:empty``, ...), so a run that skips can say how many and why.
+    """
+
+    def __init__(self, message: str, reason: str = "record") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass
 class Record:
     """One problem.

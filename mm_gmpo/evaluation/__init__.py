@@ -16,7 +16,7 @@ from mm_gmpo.evaluation.benchmarks import (
     VL_BENCHMARKS,
     VL_PROTOCOL,
     Benchmark,
-    Protocol,
+    EvalProtocol,
     get_benchmark,
     load_benchmark,
 )
@@ -32,7 +32,7 @@ __all__ = [
     "VL_PROTOCOL",
     "Benchmark",
     "BenchmarkResult",
-    "Protocol",
+    "EvalProtocol",
     "RunSummary",
     "SettingsMismatch",
     "benchmark_metrics",

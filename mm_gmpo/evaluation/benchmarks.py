@@ -8,7 +8,7 @@ read it, which verifier judges it and how it is sampled by default. The paper's 
 * Geometry3K / MathVision (VL): temperature 0.5, 16 samples per question, mean accuracy over
   all samples (= avg@16 = pass@1 estimated from 16 samples), the ``geometry`` prompt.
 
-Any protocol field can be overridden per run (``Protocol.replace``), which is how avg@k and
+Any protocol field can be overridden per run (``EvalProtocol.replace``), which is how avg@k and
 pass@k sampling protocols are run.
 """
 
@@ -25,7 +25,7 @@ from mm_gmpo.rollout.base import SamplingSettings
 
 
 @dataclass(frozen=True)
-class Protocol:
+class EvalProtocol:
     """How a benchmark is sampled and judged.
 
     ``temperature <= 0`` means greedy, which only makes sense with ``n == 1``.
@@ -59,7 +59,7 @@ class Protocol:
     def greedy(self) -> bool:
         return self.temperature <= 0
 
-    def replace(self, **changes: Any) -> Protocol:
+    def replace(self, **changes: Any) -> EvalProtocol:
         """A copy with the given (non-None) fields changed."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -85,8 +85,8 @@ class Protocol:
         return f"{how}, {samples}, max {self.max_new_tokens} new tokens, {self.template} prompt"
 
 
-MATH_PROTOCOL = Protocol()
-VL_PROTOCOL = Protocol(temperature=0.5, top_p=1.0, n=16, max_new_tokens=2048, template="geometry")
+MATH_PROTOCOL = EvalProtocol()
+VL_PROTOCOL = EvalProtocol(temperature=0.5, top_p=1.0, n=16, max_new_tokens=2048, template="geometry")
 
 
 def _load_generic(path: Path | str, name: str) -> list[Record]:
@@ -127,7 +127,7 @@ class Benchmark:
     kind: Literal["math", "geometry"]
     modality: Literal["text", "vl"]
     relative_path: str
-    protocol: Protocol
+    protocol: EvalProtocol
     size: int | None = None
     loader: Callable[[Path | str], list[Record]] | None = None
     hint: str = ""

@@ -21,7 +21,7 @@ from mm_gmpo.evaluation.benchmarks import (
     VL_BENCHMARKS,
     VL_PROTOCOL,
     Benchmark,
-    Protocol,
+    EvalProtocol,
     get_benchmark,
     load_benchmark,
 )
@@ -45,7 +45,7 @@ class Suite:
     name: str
     benchmarks: tuple[Benchmark, ...]
     default_benchmarks: tuple[str, ...]
-    protocol: Protocol
+    protocol: EvalProtocol
     modality: str
     description: str
 

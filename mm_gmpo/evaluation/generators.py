@@ -13,12 +13,11 @@ replaceable halves, the same ones training uses:
 So the results format cannot depend on the backend: both engines return a ``Rollout`` and
 everything after it is shared.
 
-vLLM hook: :func:`build_vllm_engine` imports ``mm_gmpo.rollout.vllm`` lazily and calls its
-``build_eval_engine(model_path, *, tensor_parallel_size, dtype, seed, max_model_len,
-multimodal)`` which must return an object with ``generate(prompts, sampling) -> Rollout``;
-without that hook, the module's ``VLLMEngine`` is constructed directly.
-``--backend auto`` picks vLLM when that hook, the ``vllm`` package and a GPU are all present,
-transformers otherwise.
+Models, tokenizers/processors and policy paths are built through the same registry training
+uses (:func:`mm_gmpo.policy_paths.build_policy_path`), from a :class:`Config` made of the
+:class:`ModelSpec`, so evaluation loads a model exactly as training did. ``--backend auto``
+picks vLLM when the ``vllm`` package and a GPU are present, transformers otherwise; an explicit
+``--backend vllm`` also runs where only the CPU build of vLLM is installed.
 
 :class:`GroundTruthGenerator` answers every problem with its own ground truth (boxed): the
 verifier ceiling check, run through exactly the code that scores a model.
@@ -26,25 +25,23 @@ verifier ceiling check, run through exactly the code that scores a model.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mm_gmpo.data.records import Record
-from mm_gmpo.evaluation.benchmarks import Protocol as EvalProtocol
+from mm_gmpo.evaluation.benchmarks import EvalProtocol
 from mm_gmpo.rollout.base import PromptInput, Rollout
+
+if TYPE_CHECKING:
+    from mm_gmpo.train.config import Config
 
 log = logging.getLogger("mm_gmpo.evaluation")
 
 BACKENDS = ("auto", "hf", "vllm", "ground-truth")
-VLLM_HOOK_MODULE = "mm_gmpo.rollout.vllm"
-VLLM_HOOK_FUNCTION = "build_eval_engine"
-VLLM_ENGINE_CLASS = "VLLMEngine"
-_VLLM_DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 class BackendUnavailable(RuntimeError):
@@ -218,83 +215,32 @@ def resolve_model_dir(spec: str, work_dir: Path, seed: int = 0) -> str:
     return spec
 
 
-def _dtype(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    if name not in table:
-        raise ValueError(f"dtype: auto, bf16, fp16 or fp32, got {name!r}")
-    return table[name]
-
-
-def vllm_available() -> str | None:
+def vllm_available(need_gpu: bool) -> str | None:
     """None when the vLLM backend can run here, else the reason it cannot."""
     if importlib.util.find_spec("vllm") is None:
         return "the vllm package is not installed (pip install 'mm-gmpo[vllm]')"
-    try:
-        import torch
+    import torch
 
-        if not torch.cuda.is_available():
-            return "vLLM needs a CUDA GPU"
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return "torch is not importable"
-    try:
-        module = importlib.import_module(VLLM_HOOK_MODULE)
-    except ImportError as exc:
-        return f"{VLLM_HOOK_MODULE} is not importable ({exc})"
-    if not hasattr(module, VLLM_HOOK_FUNCTION) and not hasattr(module, VLLM_ENGINE_CLASS):
-        return f"{VLLM_HOOK_MODULE} has neither {VLLM_HOOK_FUNCTION}() nor {VLLM_ENGINE_CLASS}"
+    if need_gpu and not torch.cuda.is_available():
+        return "no CUDA GPU (vLLM on the CPU only when asked for: --backend vllm)"
     return None
 
 
 def pick_backend(requested: str) -> str:
-    """``auto`` -> ``vllm`` when it can run here, else ``hf``; an explicit choice is checked."""
+    """``auto`` -> ``vllm`` when it can run on a GPU here, else ``hf``; an explicit choice is checked."""
     if requested not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {requested!r}")
     if requested == "auto":
-        reason = vllm_available()
+        reason = vllm_available(need_gpu=True)
         if reason is not None:
             log.info("backend auto: transformers generate (%s)", reason)
             return "hf"
         return "vllm"
     if requested == "vllm":
-        reason = vllm_available()
+        reason = vllm_available(need_gpu=False)
         if reason is not None:
             raise BackendUnavailable(f"--backend vllm: {reason}; use --backend hf")
     return requested
-
-
-def build_vllm_engine(
-    model_dir: str, *, tensor_parallel_size: int, dtype: str, seed: int, multimodal: bool
-) -> Any:
-    """The vLLM rollout engine, imported lazily from ``mm_gmpo.rollout.vllm``.
-
-    Prefers the module's ``build_eval_engine`` hook (documented in the module docstring
-    above); without it, constructs its ``VLLMEngine`` directly with settings for a process
-    that only evaluates (most of the GPU for the KV cache, no sleep mode).
-    """
-    module = importlib.import_module(VLLM_HOOK_MODULE)
-    factory = getattr(module, VLLM_HOOK_FUNCTION, None)
-    if factory is not None:
-        return factory(
-            model_dir,
-            tensor_parallel_size=tensor_parallel_size,
-            dtype=dtype,
-            seed=seed,
-            max_model_len=None,
-            multimodal=multimodal,
-        )
-    engine_cls = getattr(module, VLLM_ENGINE_CLASS)
-    return engine_cls(
-        model_dir,
-        dtype=_VLLM_DTYPES[dtype],
-        tensor_parallel_size=tensor_parallel_size,
-        seed=seed,
-        gpu_memory_utilization=0.9,
-        enable_sleep_mode=False,
-    )
 
 
 @dataclass
@@ -315,89 +261,73 @@ class ModelSpec:
     seed: int = 0
 
 
+def spec_config(spec: ModelSpec) -> Config:
+    """The training :class:`Config` that builds this model the way a run would."""
+    from mm_gmpo.train.config import Config, DataConfig, ModelConfig, RolloutConfig, TrainConfig, validate
+
+    return validate(
+        Config(
+            modality=spec.modality,
+            model=ModelConfig(
+                path=spec.model,
+                dtype=spec.dtype,
+                trust_remote_code=spec.trust_remote_code,
+                min_pixels=spec.min_pixels,
+                max_pixels=spec.max_pixels,
+            ),
+            data=DataConfig(template=spec.template, max_prompt_len=spec.max_prompt_len),
+            rollout=RolloutConfig(batch_size=spec.batch_size, vllm_tp=spec.tensor_parallel_size),
+            train=TrainConfig(seed=spec.seed),
+        )
+    )
+
+
 def build_generator(spec: ModelSpec, work_dir: Path) -> Generator:
     """Load the model behind the chosen backend and wrap it as a :class:`Generator`."""
+    from mm_gmpo.policy_paths import build_policy_path
+    from mm_gmpo.train.build import stop_token_ids
+
     backend = pick_backend(spec.backend)
     if backend == "ground-truth":
         return GroundTruthGenerator(spec.modality)
     model_dir = resolve_model_dir(spec.model, work_dir, spec.seed)
-    if spec.modality == "vl":
-        return _build_vl(spec, model_dir, backend)
-    return _build_text(spec, model_dir, backend)
-
-
-def _build_text(spec: ModelSpec, model_dir: str, backend: str) -> PathGenerator:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-
-    from mm_gmpo.text.path import TextPolicyPath
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=spec.trust_remote_code)
-    path = TextPolicyPath(tokenizer, spec.template, spec.max_prompt_len)
+    cfg = spec_config(spec)
+    # vLLM loads its own weights: the policy path then needs only the model's structure.
+    parts = build_policy_path(cfg, model_dir, weights=backend != "vllm")
     if backend == "vllm":
-        engine = build_vllm_engine(
-            model_dir,
-            tensor_parallel_size=spec.tensor_parallel_size,
-            dtype=spec.dtype,
-            seed=spec.seed,
-            multimodal=False,
-        )
-        try:
-            generation_config = GenerationConfig.from_pretrained(model_dir)
-        except OSError:
-            generation_config = GenerationConfig()
-        stop_ids = _stop_ids(tokenizer, generation_config)
+        engine = _vllm_engine(cfg, model_dir, parts.vllm_options)
     else:
+        import torch
+
         from mm_gmpo.rollout.hf import HFGenerateEngine
 
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=_dtype(spec.dtype), trust_remote_code=spec.trust_remote_code
-        )
-        if torch.cuda.is_available():
-            model = model.to("cuda")
+        model = parts.model.to("cuda") if torch.cuda.is_available() else parts.model
         model.eval()
-        engine = HFGenerateEngine(model, path.pad_id, batch_size=spec.batch_size)
-        stop_ids = _stop_ids(tokenizer, model.generation_config)
-    return PathGenerator(path, engine, tokenizer, stop_ids, name=spec.model, modality="text")
-
-
-def _build_vl(spec: ModelSpec, model_dir: str, backend: str) -> PathGenerator:
-    """Qwen2.5-VL through the VL policy path (``mm_gmpo.vl``)."""
-    try:
-        from mm_gmpo.vl.model import EASYR1_MAX_PIXELS, EASYR1_MIN_PIXELS, load_vl_model, load_vl_processor
-        from mm_gmpo.vl.path import VLPolicyPath
-    except ImportError as exc:
-        raise BackendUnavailable(
-            f"the VL path (mm_gmpo.vl) is not importable ({exc}); Geometry3K / MathVision need it"
-        ) from exc
-    if backend == "vllm":
-        raise BackendUnavailable(
-            "VL evaluation with vLLM is not wired yet (the VL path needs the model's config and "
-            "rope index on the host side); use --backend hf"
+        engine = HFGenerateEngine(
+            model, parts.path.pad_id, batch_size=spec.batch_size, collate=parts.generate_collate
         )
+    stop_ids = stop_token_ids(parts.tokenizer, parts.model)
+    return PathGenerator(
+        parts.path, engine, parts.tokenizer, stop_ids, name=spec.model, modality=spec.modality
+    )
+
+
+def _vllm_engine(cfg: Config, model_dir: str, path_options: dict[str, Any]) -> Any:
+    """A vLLM engine for a process that only evaluates: most of the GPU, no sleep mode."""
     import torch
 
-    from mm_gmpo.rollout.hf import HFGenerateEngine
+    from mm_gmpo.dtypes import resolve_dtype
+    from mm_gmpo.rollout.vllm import VLLMEngine
 
-    tiny = spec.model.startswith("tiny:")
-    low = spec.min_pixels if spec.min_pixels is not None else (None if tiny else EASYR1_MIN_PIXELS)
-    high = spec.max_pixels if spec.max_pixels is not None else (None if tiny else EASYR1_MAX_PIXELS)
-    processor = load_vl_processor(model_dir, low, high, trust_remote_code=spec.trust_remote_code)
-    model = load_vl_model(model_dir, _dtype(spec.dtype), trust_remote_code=spec.trust_remote_code)
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-    model.eval()
-    path = VLPolicyPath(processor, model, spec.template, spec.max_prompt_len)
-    engine = HFGenerateEngine(model, path.pad_id, batch_size=spec.batch_size, collate=path.generate_collate())
-    stop_ids = _stop_ids(processor.tokenizer, model.generation_config)
-    return PathGenerator(path, engine, processor.tokenizer, stop_ids, name=spec.model, modality="vl")
-
-
-def _stop_ids(tokenizer: Any, generation_config: Any) -> list[int]:
-    """The training run's stop tokens (``mm_gmpo.train.build.stop_token_ids``), so eval ends
-    responses where rollouts did."""
-    from types import SimpleNamespace
-
-    from mm_gmpo.train.build import stop_token_ids
-
-    return stop_token_ids(tokenizer, SimpleNamespace(generation_config=generation_config))
+    return VLLMEngine(
+        model_dir,
+        dtype=resolve_dtype(cfg.model.dtype),
+        tensor_parallel_size=cfg.rollout.vllm_tp,
+        seed=cfg.train.seed,
+        gpu_memory_utilization=0.9,
+        enable_sleep_mode=False,
+        enforce_eager=not torch.cuda.is_available(),
+        kv_cache_space_gib=None if torch.cuda.is_available() else 1,
+        trust_remote_code=cfg.model.trust_remote_code,
+        **path_options,
+    )

@@ -127,13 +127,13 @@ def markdown_table(
 
 def _caption(runs: list[RunSummary], names: list[str], metric: str) -> str:
     """Metric, protocol(s) and subset sizes; per row only where rows differ."""
-    from mm_gmpo.evaluation.benchmarks import Protocol
+    from mm_gmpo.evaluation.benchmarks import EvalProtocol
 
     def protocol_of(run: RunSummary) -> str:
         by_desc: dict[str, list[str]] = {}
         for n in names:
             if n in run.benchmarks:
-                desc = Protocol(**run.benchmarks[n]["settings"]["protocol"]).describe()
+                desc = EvalProtocol(**run.benchmarks[n]["settings"]["protocol"]).describe()
                 by_desc.setdefault(desc, []).append(run.title(n))
         if len(by_desc) == 1:
             return next(iter(by_desc))

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mm_gmpo.data.records import Record
-from mm_gmpo.evaluation.benchmarks import Benchmark, Protocol
+from mm_gmpo.evaluation.benchmarks import Benchmark, EvalProtocol
 from mm_gmpo.evaluation.generators import Generated, Generator
 from mm_gmpo.evaluation.metrics import benchmark_metrics
 from mm_gmpo.rewards import RewardScorer, extract_choice, final_answer
@@ -58,7 +58,7 @@ def _ids_sha1(records: list[Record]) -> str:
 
 
 def run_settings(
-    bench: Benchmark, records: list[Record], protocol: Protocol, model: str, source: str, backend: str
+    bench: Benchmark, records: list[Record], protocol: EvalProtocol, model: str, source: str, backend: str
 ) -> dict[str, Any]:
     """What identifies a benchmark run (``backend`` is recorded but a resume may switch it)."""
     return {
@@ -168,7 +168,7 @@ def run_benchmark(
     generator: Generator,
     bench: Benchmark,
     records: list[Record],
-    protocol: Protocol,
+    protocol: EvalProtocol,
     out_dir: Path,
     scorer: RewardScorer,
     *,
@@ -277,7 +277,7 @@ def score_rows(
     records: list[Record],
     indices: list[int],
     kind: str,
-    protocol: Protocol,
+    protocol: EvalProtocol,
     scorer: RewardScorer,
 ) -> list[dict[str, Any]]:
     """Score every sample of a batch in one scorer call and lay the rows out for the jsonl."""

@@ -21,12 +21,13 @@ GMPO (arXiv 2507.20673, Eq. 4 / Algorithm 1). With δ = logp - old_logp and s = 
     w_i  = exp( Σ_t m_t δ̃_t / Σ_t m_t )
     loss = Σ_i (-A_i · w_i) / denominator
 
-Note on the clip: DESIGN.md writes ``clip(s·δ, -ε_low, ε_high)``. With that form ε_low can
-never bind (the min already keeps every s·δ below the lower bound), so an asymmetric range
-would silently act as (ε_high, ε_high). We clip δ itself, as PPO clips the ratio and as the
-paper's released code does: ε_high bounds how far a positive-advantage token's ratio may rise,
-ε_low how far a negative-advantage token's ratio may fall. For the paper's symmetric default
-(0.4, 0.4) the two forms are identical (tests check both).
+Note on the clip (docs/DESIGN.md, "The clip"): the authors' released code clamps the
+sign-multiplied log-ratio ``s·δ`` with one symmetric range. Written with two bounds, that form
+``clip(s·δ, -ε_low, ε_high)`` would leave ε_low inert (the min already keeps every s·δ below the
+lower bound), so an asymmetric range would silently act as (ε_high, ε_high). We clip δ itself,
+as PPO clips the ratio and as verl and TRL do: ε_high bounds how far a positive-advantage
+token's ratio may rise, ε_low how far a negative-advantage token's ratio may fall. For the
+paper's symmetric default (0.4, 0.4) the two forms are identical (tests check both).
 """
 
 from __future__ import annotations
@@ -69,13 +70,21 @@ class LossSpec:
     clip_high: float
     unit: str  # "sequence" or "token"
     log_space_clip: bool
+    # Divide group advantages by the group's std by default (Dr.GRPO: no, mean-only).
+    adv_std: bool = True
 
 
 LOSSES: dict[str, LossSpec] = {}
 
 
 def register_loss(
-    name: str, *, clip_low: float, clip_high: float, unit: str = "sequence", log_space_clip: bool = False
+    name: str,
+    *,
+    clip_low: float,
+    clip_high: float,
+    unit: str = "sequence",
+    log_space_clip: bool = False,
+    adv_std: bool = True,
 ) -> Callable[[LossFn], LossFn]:
     """Add a loss to the registry under ``name`` so configs can select it by string."""
     if unit not in ("sequence", "token"):
@@ -84,7 +93,7 @@ def register_loss(
     def wrap(fn: LossFn) -> LossFn:
         if name in LOSSES:
             raise ValueError(f"loss {name!r} is registered twice")
-        LOSSES[name] = LossSpec(fn, clip_low, clip_high, unit, log_space_clip)
+        LOSSES[name] = LossSpec(fn, clip_low, clip_high, unit, log_space_clip, adv_std)
         return fn
 
     return wrap
@@ -260,7 +269,7 @@ def grpo_loss(
     return _reduce(per_seq, denominator), stats
 
 
-@register_loss("dr_grpo", clip_low=0.2, clip_high=0.2)
+@register_loss("dr_grpo", clip_low=0.2, clip_high=0.2, adv_std=False)
 def dr_grpo_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor,

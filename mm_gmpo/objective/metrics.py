@@ -11,6 +11,21 @@ import torch
 
 from mm_gmpo.objective.masked import masked_fill_zero, masked_mean
 
+# How per-micro-batch values of a metric combine into the step's value; any metric not named
+# here is averaged over micro-batches. The log-ratio range is the extreme over the whole step.
+METRIC_REDUCTIONS: dict[str, str] = {"log_ratio_min": "min", "log_ratio_max": "max"}
+_REDUCE = {"mean": lambda v: sum(v) / len(v), "min": min, "max": max}
+
+
+def reduce_metrics(per_micro: list[dict[str, float]]) -> dict[str, float]:
+    """One value per metric over a step's micro-batches, each by its declared reduction."""
+    names = {k for m in per_micro for k in m}
+    out = {}
+    for name in sorted(names):
+        values = [float(m[name]) for m in per_micro if name in m]
+        out[name] = _REDUCE[METRIC_REDUCTIONS.get(name, "mean")](values)
+    return out
+
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Per-token k3 estimator of KL(π || π_ref): exp(r) - 1 - r with r = ref_logp - logp.

@@ -48,13 +48,6 @@ def tis_log_token_weights(
     return masked_fill_zero(log_ratio.clamp(max=math.log(cap)), mask)  # [B, T]
 
 
-def tis_token_weights(
-    old_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor, cap: float
-) -> torch.Tensor:
-    """Per-token truncated weights min(π_old/π_sampler, cap); 1 on padding. [B, T]"""
-    return torch.exp(tis_log_token_weights(old_logp, sampler_logp, mask, cap))  # [B, T]
-
-
 def tis_sequence_weights(
     old_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor, cap: float
 ) -> torch.Tensor:
@@ -65,21 +58,3 @@ def tis_sequence_weights(
     """
     log_w = tis_log_token_weights(old_logp, sampler_logp, mask, cap)  # [B, T]
     return torch.exp(masked_mean(log_w, mask, dim=1))  # [B]
-
-
-def tis_metrics(
-    old_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor, cap: float
-) -> dict[str, torch.Tensor]:
-    """What to log: mean sequence weight, share of tokens at the cap, mean/max |Δ log-prob|."""
-    keep = mask.bool()
-    log_ratio = (old_logp.float() - sampler_logp.float()).detach()  # [B, T]
-    seq_w = tis_sequence_weights(old_logp, sampler_logp, mask, cap)  # [B]
-    absdiff = log_ratio.abs()[keep]  # [n_tokens]
-    capped = (log_ratio > math.log(cap))[keep]  # [n_tokens]
-    empty = torch.tensor(0.0)
-    return {
-        "tis_seq_weight_mean": seq_w.mean() if seq_w.numel() else torch.tensor(1.0),
-        "tis_capped_frac": capped.float().mean() if capped.numel() else empty,
-        "tis_logp_absdiff_mean": absdiff.mean() if absdiff.numel() else empty,
-        "tis_logp_absdiff_max": absdiff.max() if absdiff.numel() else empty,
-    }

@@ -53,18 +53,6 @@ class Rollout:
     def __len__(self) -> int:
         return len(self.response_ids)
 
-    def select(self, rows: list[int]) -> Rollout:
-        """The samples at ``rows``, in that order (used to drop filtered groups)."""
-        mm = [self.multimodal[r] for r in rows] if self.multimodal else []
-        return Rollout(
-            prompt_index=[self.prompt_index[r] for r in rows],
-            prompt_ids=[self.prompt_ids[r] for r in rows],
-            response_ids=[self.response_ids[r] for r in rows],
-            sampler_logp=[self.sampler_logp[r] for r in rows],
-            truncated=[self.truncated[r] for r in rows],
-            multimodal=mm,
-        )
-
 
 class RolloutEngine(Protocol):
     """What the loop needs from a generator (transformers ``generate`` or vLLM)."""
@@ -80,3 +68,6 @@ class RolloutEngine(Protocol):
 
     def wake(self) -> None:
         """Undo :meth:`sleep` before the next generation."""
+
+    def metrics(self) -> dict[str, float]:
+        """Engine counters for the step's record (e.g. weight-sync checks); may be empty."""

@@ -77,6 +77,9 @@ class HFGenerateEngine:
     def wake(self) -> None:
         return None
 
+    def metrics(self) -> dict[str, float]:
+        return {}
+
     @torch.no_grad()
     def generate(self, prompts: list[PromptInput], sampling: SamplingSettings) -> Rollout:
         if not sampling.stop_token_ids:

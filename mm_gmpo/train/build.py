@@ -15,23 +15,16 @@ from typing import Any
 import torch
 
 from mm_gmpo.data.records import Record
+from mm_gmpo.dtypes import resolve_dtype
+from mm_gmpo.policy_paths import PathParts, build_policy_path, load_policy_model
 from mm_gmpo.train import dist
 from mm_gmpo.train.checkpoint import latest_checkpoint
 from mm_gmpo.train.config import Config
-from mm_gmpo.train.engine import OptimSettings, TorchEngine
+from mm_gmpo.train.engine import OptimSettings, TorchEngine, TrainEngine
 from mm_gmpo.train.logging import MetricsLogger
 from mm_gmpo.train.loop import ScoreFn, Trainer
 
 log = logging.getLogger("mm_gmpo")
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    try:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
-    except KeyError:
-        raise ValueError(f"model.dtype: auto, bf16, fp16 or fp32, got {name!r}") from None
 
 
 def resolve_model_path(cfg: Config) -> Path | str:
@@ -52,7 +45,7 @@ def resolve_model_path(cfg: Config) -> Path | str:
     return out
 
 
-def load_records(source: str, cfg: Config, split: str) -> list[Record]:
+def load_split(source: str, cfg: Config, split: str) -> list[Record]:
     """Records from a file / HF id, or the built-in synthetic task."""
     if source.startswith("synthetic:"):
         from mm_gmpo.data.synthetic import (
@@ -125,14 +118,21 @@ def optim_settings(cfg: Config) -> OptimSettings:
     )
 
 
-def make_engine(cfg: Config, model: torch.nn.Module):
+def build_engine(cfg: Config, model: torch.nn.Module) -> TrainEngine:
+    """The training engine, given every engine setting the config has.
+
+    ``model.gradient_checkpointing`` is applied by the engine for both engines (one form that
+    works under ZeRO-3); ``train.zero_stage``, ``train.offload`` and bf16 (from ``model.dtype``)
+    reach DeepSpeed's config.
+    """
     settings = optim_settings(cfg)
+    checkpointing = cfg.model.gradient_checkpointing
     if cfg.train.engine == "torch":
         if dist.world_size() > 1:
             raise ValueError(
                 "train.engine=torch runs in one process; use train.engine=deepspeed with torchrun"
             )
-        return TorchEngine(model, settings)
+        return TorchEngine(model, settings, gradient_checkpointing=checkpointing)
     from mm_gmpo.train.ds_engine import DeepSpeedEngine
 
     return DeepSpeedEngine(
@@ -140,6 +140,25 @@ def make_engine(cfg: Config, model: torch.nn.Module):
         settings,
         zero_stage=cfg.train.zero_stage,
         bf16=resolve_dtype(cfg.model.dtype) == torch.bfloat16,
+        gradient_checkpointing=checkpointing,
+        offload=cfg.train.offload,
+    )
+
+
+def build_rollout_engine(cfg: Config, engine: TrainEngine, parts: PathParts, model_dir: str | Path) -> Any:
+    """transformers ``generate`` on the training weights, or a colocated vLLM engine."""
+    if cfg.rollout.engine == "vllm":
+        from mm_gmpo.rollout.vllm import build_vllm_engine
+
+        return build_vllm_engine(cfg, model_dir, parts.tokenizer, parts.vllm_options)
+    from mm_gmpo.rollout.hf import HFGenerateEngine
+
+    return HFGenerateEngine(
+        engine.unwrapped_model(),
+        parts.path.pad_id,
+        batch_size=cfg.rollout.batch_size,
+        weights_context=engine.gathered_for_generation,
+        collate=parts.generate_collate,
     )
 
 
@@ -179,11 +198,6 @@ def pick_resume(cfg: Config) -> Path | None:
 
 def build_run(cfg: Config) -> Run:
     """Model (from the checkpoint when resuming), data, path, engines, scorer and logger."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from mm_gmpo.rollout.hf import HFGenerateEngine
-    from mm_gmpo.text.path import TextPolicyPath
-
     owns_group = not dist.is_initialized()
     env_before = set(os.environ)
     dist.init_distributed()
@@ -192,43 +206,13 @@ def build_run(cfg: Config) -> Run:
     resume = pick_resume(cfg)
     model_dir = resolve_model_path(cfg)
     load_from = (resume / "model") if resume is not None else model_dir
-    generate_collate, vl_path = None, None
-    if cfg.path == "vl":
-        from mm_gmpo.vl.build import build_vl_components
-
-        # The processor is the run's "tokenizer": checkpoints save it whole (AutoProcessor reloads it).
-        model, tokenizer, vl_path, generate_collate = build_vl_components(cfg, load_from)
-        text_tokenizer = tokenizer.tokenizer
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(load_from, trust_remote_code=cfg.model.trust_remote_code)
-        text_tokenizer = tokenizer
-        model = AutoModelForCausalLM.from_pretrained(
-            load_from, dtype=resolve_dtype(cfg.model.dtype), trust_remote_code=cfg.model.trust_remote_code
-        )
-        if cfg.model.gradient_checkpointing and cfg.train.engine == "torch":
-            # DeepSpeedEngine sets it up itself (non-reentrant, the form that works under ZeRO-3).
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if torch.cuda.is_available():
-        model = model.to(f"cuda:{dist.local_rank()}")
-    engine = make_engine(cfg, model)
-    path = vl_path or TextPolicyPath(tokenizer, cfg.data.template, cfg.data.max_prompt_len)
-    pad = path.pad_id
-    if cfg.rollout.engine == "vllm":
-        from mm_gmpo.rollout.vllm import build_vllm_engine
-
-        rollout = build_vllm_engine(cfg, load_from, text_tokenizer, vl=vl_path)
-    else:
-        rollout = HFGenerateEngine(
-            engine.unwrapped_model(),
-            pad,
-            batch_size=cfg.rollout.batch_size,
-            weights_context=getattr(engine, "gathered_for_generation", None),
-            collate=generate_collate,
-        )
-    stop_ids = stop_token_ids(text_tokenizer, model)
+    parts = build_policy_path(cfg, load_from)
+    engine = build_engine(cfg, _placed(parts.model))
+    # The KL reference is the starting policy (never a checkpoint), sharded like the policy.
+    reference = engine.prepare_reference(load_policy_model(cfg, model_dir)) if cfg.loss.kl_coef > 0 else None
+    rollout = build_rollout_engine(cfg, engine, parts, load_from)
     score, scorer = make_score_fn(cfg)
-    train_records = load_records(cfg.data.train, cfg, "train")
-    eval_records = load_records(cfg.data.eval, cfg, "eval") if cfg.data.eval else []
+    eval_records = load_split(cfg.data.eval, cfg, "eval") if cfg.data.eval else []
     if cfg.data.eval_limit:
         eval_records = eval_records[: cfg.data.eval_limit]
     logger = MetricsLogger(
@@ -241,19 +225,25 @@ def build_run(cfg: Config) -> Run:
     )
     trainer = Trainer(
         cfg,
-        path=path,
+        path=parts.path,
         engine=engine,
         rollout_engine=rollout,
         score=score,
-        train_records=train_records,
-        stop_token_ids=stop_ids,
-        logger=logger,
-        tokenizer=tokenizer,
+        train_records=load_split(cfg.data.train, cfg, "train"),
+        stop_token_ids=stop_token_ids(parts.tokenizer, parts.model),
+        tokenizer=parts.tokenizer,
+        saveable=parts.saveable,
+        reference=reference,
     )
     if resume is not None:
         trainer.restore(resume)
         log.info("resumed from %s at step %d", resume, trainer.state.step)
-    return Run(cfg, trainer, tokenizer, eval_records, scorer, logger, resume, owned_env, owns_group)
+    return Run(cfg, trainer, parts.saveable, eval_records, scorer, logger, resume, owned_env, owns_group)
+
+
+def _placed(model: torch.nn.Module) -> torch.nn.Module:
+    """On this rank's GPU when there is one (the engines take the model where it is)."""
+    return model.to(f"cuda:{dist.local_rank()}") if torch.cuda.is_available() else model
 
 
 def _resume_step(resume: Path | None) -> int | None:

@@ -161,7 +161,7 @@ class TrainConfig:
 
 @dataclass
 class Config:
-    path: str = _f("text", "text or vl: which policy path serves the run")
+    modality: str = _f("text", "text or vl: which policy path serves the run (mm_gmpo.policy_paths)")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -236,6 +236,10 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
     raise ConfigError(f"{name}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
 
 
+# Keys that were renamed: the old spelling gets an error naming the new one.
+RENAMED = {"path": "modality"}
+
+
 def _build(cls: type, tree: dict, prefix: str) -> Any:
     if not isinstance(tree, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {tree!r}")
@@ -243,6 +247,10 @@ def _build(cls: type, tree: dict, prefix: str) -> Any:
     kwargs = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
+        if not prefix and key in RENAMED:
+            raise ConfigError(
+                f"config field {key} was renamed to {RENAMED[key]} (write {RENAMED[key]}: {value})"
+            )
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
@@ -263,8 +271,12 @@ def _require(cond: bool, message: str) -> None:
 def validate(cfg: Config) -> Config:
     """Cross-field checks, all in one place."""
     from mm_gmpo.objective import LOSSES
+    from mm_gmpo.policy_paths import POLICY_PATHS
 
-    _require(cfg.path in ("text", "vl"), f"path: must be text or vl, got {cfg.path!r}")
+    _require(
+        cfg.modality in POLICY_PATHS,
+        f"modality: must be one of {', '.join(POLICY_PATHS)}, got {cfg.modality!r}",
+    )
     _require(
         cfg.loss.name in LOSSES, f"loss.name: {cfg.loss.name!r} is not one of {', '.join(sorted(LOSSES))}"
     )

@@ -28,7 +28,13 @@ import torch
 from torch import nn
 
 from mm_gmpo.train import dist
-from mm_gmpo.train.engine import OptimSettings, build_optimizer, lr_lambda
+from mm_gmpo.train.engine import (
+    OptimSettings,
+    build_optimizer,
+    enable_activation_checkpointing,
+    freeze,
+    lr_lambda,
+)
 
 CHECKPOINT_TAG = "deepspeed"
 
@@ -142,10 +148,7 @@ class DeepSpeedEngine:
         deepspeed.init_distributed(dist_backend=dist.default_backend())
 
         if gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            if getattr(model, "config", None) is not None:
-                model.config.use_cache = False
-            model.train()
+            enable_activation_checkpointing(model)
 
         optimizer = build_optimizer(model, settings)
         if offload:
@@ -199,6 +202,27 @@ class DeepSpeedEngine:
         if isinstance(norm, torch.Tensor):
             norm = norm.item()
         return {"grad_norm": float(norm), "lr": lr}
+
+    def prepare_reference(self, model: nn.Module) -> nn.Module:
+        """The frozen KL reference, sharded like the policy under ZeRO-3 (else a full copy).
+
+        Under ZeRO-3 a second full 7B copy per GPU would undo the point of the stage, so the
+        reference gets its own optimizer-less DeepSpeed engine with the same stage; forward it
+        on every rank (parameters are gathered layer by layer).
+        """
+        model = freeze(model)
+        if self.zero_stage != 3:
+            return model.to(next(self.engine.module.parameters()).device)
+        deepspeed = _import_deepspeed()
+        config = {
+            "train_micro_batch_size_per_gpu": 1,
+            "zero_optimization": {"stage": 3},
+            "bf16": {"enabled": self.bf16},
+            "steps_per_print": 2**31 - 1,
+        }
+        engine, *_ = deepspeed.initialize(model=model, config=config)
+        engine.eval()
+        return engine
 
     def gathered_for_generation(self):
         """Context in which the full weights are present (ZeRO-3 gathers its shards for generate)."""

@@ -9,6 +9,7 @@ engine (``mm_gmpo.train.ds_engine``) for ZeRO 0-3 on one or many ranks.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,29 @@ class TrainEngine(Protocol):
     def state_dict_for_save(self) -> dict[str, torch.Tensor] | None:
         """A full (gathered) model state dict on rank 0 for saving, or None to save the module."""
 
+    def prepare_reference(self, model: nn.Module) -> nn.Module:
+        """A frozen copy of the policy (the KL reference), placed as this engine places the policy."""
+
+    def gathered_for_generation(self) -> contextlib.AbstractContextManager:
+        """A context in which the full weights are present for ``generate`` (ZeRO-3 gathers)."""
+
+
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Recompute each decoder layer's activations in backward (both engines call this).
+
+    Non-reentrant: it works under ZeRO-3 and keeps gradients flowing into the language model
+    when a frozen vision tower hands it inputs without grad. HF only checkpoints while the
+    model is in train mode, so that is set too; the KV cache is off (it cannot coexist).
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = False
+    model.train()
+
 
 def lr_lambda(settings: OptimSettings):
     """LR multiplier per optimizer step: linear warm-up, then constant or cosine decay."""
@@ -90,7 +114,11 @@ def build_optimizer(model: nn.Module, settings: OptimSettings) -> torch.optim.Op
 class TorchEngine:
     """Single-process engine: plain AdamW, gradient clipping and a LambdaLR schedule."""
 
-    def __init__(self, model: nn.Module, settings: OptimSettings) -> None:
+    def __init__(
+        self, model: nn.Module, settings: OptimSettings, gradient_checkpointing: bool = False
+    ) -> None:
+        if gradient_checkpointing:
+            enable_activation_checkpointing(model)
         self.module = model
         self.settings = settings
         self.optimizer = build_optimizer(model, settings)
@@ -125,3 +153,15 @@ class TorchEngine:
 
     def state_dict_for_save(self) -> dict[str, torch.Tensor] | None:
         return None
+
+    def prepare_reference(self, model: nn.Module) -> nn.Module:
+        return freeze(model).to(next(self.module.parameters()).device)
+
+    def gathered_for_generation(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """No gradients, eval mode: a model that is only ever read (the KL reference)."""
+    model.requires_grad_(False)
+    return model.eval()

@@ -1,18 +1,18 @@
 """The shared RL loop: rollout → reward → advantage → (filter) → old log-probs → K update passes.
 
-One readable flow for the step; the loop never branches on the algorithm (the loss comes from
-the registry by name) nor on the modality (the policy path collates and runs the forward).
+One readable flow for the step (:meth:`Trainer.rl_step`, an outline of named steps); the loop
+never branches on the algorithm (the loss and its advantage normalisation come from the
+registry by name) nor on the modality (the policy path collates and runs the forward).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,31 +20,17 @@ from torch import nn
 from mm_gmpo.data.records import Record
 from mm_gmpo.data.sampler import PromptSampler
 from mm_gmpo.objective import compute_policy_loss, get_loss, group_advantages, zero_variance_groups
+from mm_gmpo.objective.metrics import reduce_metrics
 from mm_gmpo.objective.tis import tis_sequence_weights
+from mm_gmpo.policy_paths import PolicyPath
 from mm_gmpo.rollout.base import PromptInput, Rollout, RolloutEngine, SamplingSettings
 from mm_gmpo.train import dist
 from mm_gmpo.train.checkpoint import load_trainer_state, save_checkpoint, set_rng_state
-from mm_gmpo.train.collate import TrainBatch, pad_ragged
+from mm_gmpo.train.collate import pad_ragged
 from mm_gmpo.train.config import Config
 from mm_gmpo.train.engine import TrainEngine
-from mm_gmpo.train.logging import MetricsLogger
 
 log = logging.getLogger("mm_gmpo")
-
-
-class PolicyPath(Protocol):
-    """What differs between the text and the vision-language path."""
-
-    def build_prompt(self, record: Record) -> PromptInput: ...
-
-    def collate(self, rollout: Rollout, rows: list[int]) -> TrainBatch: ...
-
-    def forward(
-        self, model: nn.Module, batch: TrainBatch, temperature: float, with_entropy: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
-
-    def decode(self, rollout: Rollout) -> list[str]: ...
-
 
 # (responses, records, truncated) -> (rewards, accuracy, extra counters)
 ScoreFn = Callable[[list[str], list[Record], list[bool]], tuple[list[float], list[float], dict[str, float]]]
@@ -57,6 +43,25 @@ class LoopState:
     step: int = 0
     skipped_records: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepData:
+    """What one RL step carries from each of its named stages to the next."""
+
+    rollout: Rollout
+    records: list[Record]  # one per prompt (``rollout.prompt_index`` points into it)
+    t_generate: float = 0.0
+    rewards: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # [N]
+    accuracy: list[float] = field(default_factory=list)  # [N]
+    counters: dict[str, float] = field(default_factory=dict)
+    advantages: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # [N]
+    zero_var: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))  # [N/n]
+    rows: list[int] = field(default_factory=list)  # the rows the update trains on
+    old_logp: dict[int, torch.Tensor] = field(default_factory=dict)  # row -> [len_r] π_old
+    ref_logp: dict[int, torch.Tensor] = field(default_factory=dict)  # row -> [len_r] π_ref
+    tis_w: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # [N] sampler-mismatch weights
+    mismatch: list[torch.Tensor] = field(default_factory=list)  # |π_old − π_sampler| per row
 
 
 def chunks(rows: list[int], size: int) -> list[list[int]]:
@@ -88,8 +93,9 @@ class Trainer:
         score: ScoreFn,
         train_records: list[Record],
         stop_token_ids: list[int],
-        logger: MetricsLogger | None = None,
         tokenizer: Any = None,
+        saveable: Any = None,
+        reference: nn.Module | None = None,
     ) -> None:
         self.cfg = cfg
         self.path = path
@@ -97,8 +103,9 @@ class Trainer:
         self.rollout_engine = rollout_engine
         self.score = score
         self.records = train_records
-        self.tokenizer = tokenizer
-        self.logger = logger
+        self.tokenizer = tokenizer  # the text tokenizer (decoding, warm-start targets)
+        self.saveable = tokenizer if saveable is None else saveable  # saved with checkpoints
+        self.reference = reference  # frozen KL reference (loss.kl_coef > 0), else None
         self.rank, self.world = dist.rank(), dist.world_size()
         if cfg.train.prompts_per_step % self.world != 0:
             raise ValueError(
@@ -113,9 +120,14 @@ class Trainer:
             max_new_tokens=cfg.rollout.max_new_tokens,
             stop_token_ids=tuple(stop_token_ids),
         )
-        spec_std = cfg.loss.adv_std_normalize
-        self.adv_std = (cfg.loss.name != "dr_grpo") if spec_std is None else spec_std
-        self.loss_unit = get_loss(cfg.loss.name).unit
+        spec = get_loss(cfg.loss.name)
+        std = cfg.loss.adv_std_normalize
+        self.adv_std = spec.adv_std if std is None else std
+        self.loss_unit = spec.unit
+        # With one optimizer step per rollout batch every micro-batch of the update sees the
+        # weights that sampled, so the update's own forward (detached) is π_old.
+        t = cfg.train
+        self.reuse_update_logp = t.reuse_update_logp and t.ppo_epochs == 1 and t.mini_batches == 1
 
     # ------------------------------------------------------------ prompts
     def _prompts_for(
@@ -136,146 +148,180 @@ class Trainer:
 
     # ------------------------------------------------------------ one RL step
     def rl_step(self) -> dict[str, float]:
-        cfg, t0 = self.cfg, time.perf_counter()
-        model = self.engine.unwrapped_model()
-        device = next(model.parameters()).device
-        per_rank = cfg.train.prompts_per_step // self.world
+        """One RL step, as the named stages below run it:
+
+        1. :meth:`_rollout`: this rank's prompts, ``rollout.n`` samples each (groups contiguous);
+        2. :meth:`_score`: rewards, group advantages (normalised as the loss's registry entry
+           says), optional zero-variance filtering;
+        3. :meth:`_reference_and_old_logp`: π_old and π_ref recomputed by the trainer on the
+           exact training collation, no grad (π_old skipped on on-policy steps, where the
+           update's own forward serves);
+        4. :meth:`_update`: K passes of mini-batch optimizer steps over micro-batches, each loss
+           divided by the mini-batch's global unit count so the cut never changes the update;
+        5. the rollout engine takes the new weights; :meth:`_metrics` reports the step.
+        """
+        t0 = time.perf_counter()
+        step = self._rollout()
+        self._score(step)
+        self._reference_and_old_logp(step)
+        update_metrics = self._update(step)
+        self.rollout_engine.sync_weights(self.engine.unwrapped_model())
+        metrics = self._metrics(step, update_metrics)
+        metrics["time_step_s"] = time.perf_counter() - t0
+        self.state.step += 1
+        return metrics
+
+    def _rollout(self) -> StepData:
+        """Sample ``n`` responses for each of this rank's prompts of the step."""
+        t0 = time.perf_counter()
+        per_rank = self.cfg.train.prompts_per_step // self.world
         indices = self.sampler.next_batch()[self.rank * per_rank : (self.rank + 1) * per_rank]
-        strict = cfg.data.on_bad_record == "error"
+        strict = self.cfg.data.on_bad_record == "error"
         prompts, records, skipped = self._prompts_for([self.records[i] for i in indices], strict)
         self.state.skipped_records += skipped
-
-        # 1. rollout (groups of n contiguous rows)
         self.rollout_engine.wake()
         rollout = (
             self.rollout_engine.generate(prompts, self.sampling) if prompts else Rollout([], [], [], [], [])
         )
         self.rollout_engine.sleep()
-        t_gen = time.perf_counter() - t0
+        return StepData(rollout, records, t_generate=time.perf_counter() - t0)
 
-        # 2. rewards and group advantages
+    def _score(self, step: StepData) -> None:
+        """Rewards, group advantages, and which rows the update trains on."""
+        rollout, n = step.rollout, self.cfg.rollout.n
+        step.rows = list(range(len(rollout)))
+        step.tis_w = torch.ones(len(rollout))  # [N] 1: no sampler-mismatch correction
+        if not len(rollout):
+            return
         texts = self.path.decode(rollout)
-        sample_records = [records[i] for i in rollout.prompt_index]
-        rewards_l, acc_l, counters = (
-            self.score(texts, sample_records, rollout.truncated) if texts else ([], [], {})
-        )
-        n = cfg.rollout.n
-        rewards = torch.tensor(rewards_l, dtype=torch.float32)  # [N]
-        advantages = (
-            group_advantages(rewards, n, normalize_std=self.adv_std) if len(rewards) else rewards
-        )  # [N]
-        zero_var = zero_variance_groups(rewards, n) if len(rewards) else torch.zeros(0, dtype=torch.bool)
-        rows = list(range(len(rollout)))
-        if cfg.loss.filter_zero_variance:
-            rows = [r for r in rows if not bool(zero_var[r // n])]
+        sample_records = [step.records[i] for i in rollout.prompt_index]
+        rewards, step.accuracy, step.counters = self.score(texts, sample_records, rollout.truncated)
+        step.rewards = torch.tensor(rewards, dtype=torch.float32)  # [N]
+        step.advantages = group_advantages(step.rewards, n, normalize_std=self.adv_std)  # [N]
+        step.zero_var = zero_variance_groups(step.rewards, n)  # [N/n]
+        if self.cfg.loss.filter_zero_variance:
+            step.rows = [r for r in step.rows if not bool(step.zero_var[r // n])]
 
-        # 3. old-policy log-probs, recomputed by the trainer on the exact training collation.
-        # With one optimizer step per rollout batch every micro-batch of the update sees the
-        # weights that sampled, so its own forward (detached) is π_old and this pass is skipped.
-        old_logp: dict[int, torch.Tensor] = {}
-        mismatch = []
-        tis_w = torch.ones(len(rollout))  # [N] per-sequence sampler-mismatch weights (1: off)
-        reuse_update = (
-            cfg.train.reuse_update_logp and cfg.train.ppo_epochs == 1 and cfg.train.mini_batches == 1
-        )
+    def _micro_batches(self, rollout: Rollout, rows: list[int]) -> list[list[int]]:
+        """How ``rows`` are cut into forward/backward micro-batches."""
+        return chunks(rows, self.cfg.train.micro_batch_size)
 
-        def keep_old(micro: list[int], logp: torch.Tensor) -> None:
-            """Store π_old per row (logp [b, R]) with its sampler mismatch and TIS weight."""
-            host = logp.detach().float().cpu()  # [b, R] one device-to-host copy per micro-batch
-            for j, r in enumerate(micro):
-                length = len(rollout.response_ids[r])
-                old_logp[r] = host[j, :length]  # [len_r]
-                sampler = torch.tensor(rollout.sampler_logp[r][:length])
-                mismatch.append((old_logp[r] - sampler).abs())
-                if cfg.loss.tis_cap > 0:
-                    tis_w[r] = tis_sequence_weights(
-                        old_logp[r][None], sampler[None], torch.ones(1, length), cfg.loss.tis_cap
-                    )[0]
+    def _reference_and_old_logp(self, step: StepData) -> None:
+        """No-grad log-probs: π_old (unless the update's forward serves) and the KL reference."""
+        want_old, want_ref = not self.reuse_update_logp, self.reference is not None
+        if not (want_old or want_ref):
+            return
+        temperature, device = self.cfg.rollout.temperature, self._device()
+        with torch.no_grad():
+            for micro in self._micro_batches(step.rollout, step.rows):
+                batch = self.path.collate(step.rollout, micro).to(device)
+                if want_old:
+                    logp, _ = self.path.forward(self.engine.module, batch, temperature, with_entropy=False)
+                    self._keep_old(step, micro, logp)
+                if want_ref:
+                    ref, _ = self.path.forward(self.reference, batch, temperature, with_entropy=False)
+                    self._keep_rows(step.ref_logp, step.rollout, micro, ref)
 
-        if not reuse_update:
-            with torch.no_grad():
-                for micro in chunks(rows, cfg.train.micro_batch_size):
-                    batch = self.path.collate(rollout, micro).to(device)
-                    logp, _ = self.path.forward(
-                        self.engine.module, batch, cfg.rollout.temperature, with_entropy=False
-                    )
-                    keep_old(micro, logp)
+    @staticmethod
+    def _keep_rows(
+        store: dict[int, torch.Tensor], rollout: Rollout, micro: list[int], logp: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-row host copies of ``logp`` [b, R], cut to each response's length."""
+        host = logp.detach().float().cpu()  # [b, R] one device-to-host copy per micro-batch
+        for j, r in enumerate(micro):
+            store[r] = host[j, : len(rollout.response_ids[r])]  # [len_r]
+        return host
 
-        # 4. K passes of mini-batch updates
-        sums: dict[str, float] = defaultdict(float)
-        mins: dict[str, float] = {}
-        maxs: dict[str, float] = {}
-        n_micro, opt_stats = 0, []
+    def _keep_old(self, step: StepData, micro: list[int], logp: torch.Tensor) -> None:
+        """Store π_old per row with its sampler mismatch and TIS weight."""
+        self._keep_rows(step.old_logp, step.rollout, micro, logp)
+        for r in micro:
+            old = step.old_logp[r]  # [len_r]
+            sampler = torch.tensor(step.rollout.sampler_logp[r][: len(old)])  # [len_r]
+            step.mismatch.append((old - sampler).abs())
+            if self.cfg.loss.tis_cap > 0:
+                ones = torch.ones(1, len(old))
+                step.tis_w[r] = tis_sequence_weights(old[None], sampler[None], ones, self.cfg.loss.tis_cap)[0]
+
+    def _update(self, step: StepData) -> dict[str, float]:
+        """K passes over the rows, one optimizer step per mini-batch; metrics reduced per step."""
+        per_micro: list[dict[str, float]] = []
+        opt_stats: list[dict[str, float]] = []
         self.engine.module.train()
-        for _epoch in range(cfg.train.ppo_epochs):
-            for mini in split_even(rows, cfg.train.mini_batches, n) if rows else []:
+        for _epoch in range(self.cfg.train.ppo_epochs):
+            for mini in split_even(step.rows, self.cfg.train.mini_batches, self.cfg.rollout.n):
                 units = float(
                     len(mini)
                     if self.loss_unit == "sequence"
-                    else sum(len(rollout.response_ids[r]) for r in mini)
+                    else sum(len(step.rollout.response_ids[r]) for r in mini)
                 )
-                denom = dist.all_reduce_sum(units) / self.world
-                for micro in chunks(mini, cfg.train.micro_batch_size):
-                    batch = self.path.collate(rollout, micro).to(device)
-                    logp, entropy = self.path.forward(self.engine.module, batch, cfg.rollout.temperature)
-                    if reuse_update:
-                        keep_old(micro, logp)  # for the sampler-mismatch metric and TIS
-                        old = logp.detach()  # [b, R] this forward is π_old
-                    else:
-                        width = batch.response_ids.shape[1]
-                        old = pad_ragged([old_logp[r].tolist() for r in micro], width).to(device)  # [b, R]
-                    loss, m = compute_policy_loss(
-                        cfg.loss.name,
-                        logp,
-                        old,
-                        (advantages[micro] * tis_w[micro]).to(device),
-                        batch.response_mask,
-                        clip_low=cfg.loss.clip_low,
-                        clip_high=cfg.loss.clip_high,
-                        max_len=cfg.rollout.max_new_tokens,
-                        denominator=denom,
-                        entropy=entropy,
-                    )
-                    self.engine.backward(loss)
-                    n_micro += 1
-                    for k, v in m.items():
-                        v = float(v)
-                        if k == "log_ratio_min":
-                            mins[k] = min(mins.get(k, v), v)
-                        elif k == "log_ratio_max":
-                            maxs[k] = max(maxs.get(k, v), v)
-                        else:
-                            sums[k] += v
+                denominator = dist.all_reduce_sum(units) / self.world
+                for micro in self._micro_batches(step.rollout, mini):
+                    per_micro.append(self._micro_update(step, micro, denominator))
                 opt_stats.append(self.engine.step())
-        self.rollout_engine.sync_weights(self.engine.unwrapped_model())
+        out = reduce_metrics(per_micro)
+        if opt_stats:
+            out["grad_norm"] = sum(s["grad_norm"] for s in opt_stats) / len(opt_stats)
+            out["lr"] = opt_stats[-1]["lr"]
+        return out
 
-        # 5. metrics
+    def _micro_update(self, step: StepData, micro: list[int], denominator: float) -> dict[str, float]:
+        """Forward, loss and backward of one micro-batch; returns its metrics."""
+        cfg, device = self.cfg, self._device()
+        batch = self.path.collate(step.rollout, micro).to(device)
+        logp, entropy = self.path.forward(self.engine.module, batch, cfg.rollout.temperature)  # [b, R]
+        width = batch.response_ids.shape[1]
+        if self.reuse_update_logp:
+            self._keep_old(step, micro, logp)  # for the sampler-mismatch metric and TIS
+            old = logp.detach()  # [b, R] this forward is π_old
+        else:
+            old = pad_ragged([step.old_logp[r].tolist() for r in micro], width).to(device)  # [b, R]
+        ref = None
+        if self.reference is not None:
+            ref = pad_ragged([step.ref_logp[r].tolist() for r in micro], width).to(device)  # [b, R]
+        loss, metrics = compute_policy_loss(
+            cfg.loss.name,
+            logp,
+            old,
+            (step.advantages[micro] * step.tis_w[micro]).to(device),  # [b]
+            batch.response_mask,
+            clip_low=cfg.loss.clip_low,
+            clip_high=cfg.loss.clip_high,
+            max_len=cfg.rollout.max_new_tokens,
+            denominator=denominator,
+            ref_logp=ref,
+            kl_coef=cfg.loss.kl_coef,
+            entropy=entropy,
+        )
+        self.engine.backward(loss)
+        return {k: float(v) for k, v in metrics.items()}
+
+    def _metrics(self, step: StepData, update_metrics: dict[str, float]) -> dict[str, float]:
+        """The step's record: rollout statistics, update metrics, engine counters."""
+        rollout, rows = step.rollout, step.rows
         lengths = [len(r) for r in rollout.response_ids]
+        mismatch = torch.cat(step.mismatch) if step.mismatch else torch.zeros(1)  # [tokens]
         metrics: dict[str, float] = {
-            "reward_mean": float(rewards.mean()) if len(rewards) else 0.0,
-            "accuracy": sum(acc_l) / max(1, len(acc_l)),
+            "reward_mean": float(step.rewards.mean()) if len(step.rewards) else 0.0,
+            "accuracy": sum(step.accuracy) / max(1, len(step.accuracy)),
             "response_length": sum(lengths) / max(1, len(lengths)),
             "truncated_frac": sum(rollout.truncated) / max(1, len(rollout)),
-            "zero_variance_groups": float(zero_var.float().mean()) if len(zero_var) else 0.0,
+            "zero_variance_groups": float(step.zero_var.float().mean()) if len(step.zero_var) else 0.0,
             "rows_trained": float(len(rows)),
             "skipped_records": float(self.state.skipped_records),
-            "sampler_logp_absdiff_mean": float(torch.cat(mismatch).mean()) if mismatch else 0.0,
-            "sampler_logp_absdiff_max": float(torch.cat(mismatch).max()) if mismatch else 0.0,
-            "time_generate_s": t_gen,
+            "sampler_logp_absdiff_mean": float(mismatch.mean()),
+            "sampler_logp_absdiff_max": float(mismatch.max()),
+            "time_generate_s": step.t_generate,
         }
-        metrics.update({f"counter/{k}": float(v) for k, v in counters.items()})
-        metrics.update({k: v / max(1, n_micro) for k, v in sums.items()})
-        metrics.update(mins)
-        metrics.update(maxs)
-        if opt_stats:
-            metrics["grad_norm"] = sum(s["grad_norm"] for s in opt_stats) / len(opt_stats)
-            metrics["lr"] = opt_stats[-1]["lr"]
-        if cfg.loss.tis_cap > 0 and rows:
-            metrics["tis_seq_weight_mean"] = float(tis_w[rows].mean())
-        metrics.update(getattr(self.rollout_engine, "metrics", dict)())
-        metrics["time_step_s"] = time.perf_counter() - t0
-        self.state.step += 1
+        metrics.update({f"counter/{k}": float(v) for k, v in step.counters.items()})
+        metrics.update(update_metrics)
+        if self.cfg.loss.tis_cap > 0 and rows:
+            metrics["tis_seq_weight_mean"] = float(step.tis_w[rows].mean())
+        metrics.update(self.rollout_engine.metrics())
         return metrics
+
+    def _device(self) -> torch.device:
+        return next(self.engine.unwrapped_model().parameters()).device
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -301,7 +347,7 @@ class Trainer:
             output_dir,
             self.state.step,
             model=self.engine.unwrapped_model(),
-            tokenizer=self.tokenizer,
+            tokenizer=self.saveable,
             engine=self.engine,
             trainer_state={
                 "sampler": self.sampler.state_dict(),

@@ -27,7 +27,7 @@ def warm_start(trainer: Trainer, steps: int, lr: float, batch_size: int, seed: i
         return []
     model = trainer.engine.unwrapped_model()
     device = next(model.parameters()).device
-    tokenizer = getattr(trainer.tokenizer, "tokenizer", trainer.tokenizer)  # a VL processor holds one
+    tokenizer = trainer.tokenizer  # the text tokenizer (a VL run's processor is trainer.saveable)
     eos = trainer.sampling.stop_token_ids[0] if trainer.sampling.stop_token_ids else tokenizer.eos_token_id
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     rng = random.Random(seed)

@@ -1,10 +1,11 @@
 """The vision-language path: Qwen2.5-VL model + processor, image-aware collation, mRoPE forward.
 
-``build_vl_components(cfg, model_dir)`` is what the run builder calls; ``VLPolicyPath`` is the
-policy path the shared loop drives (same protocol as the text path).
+``mm_gmpo.vl.build`` is this modality's entry in :mod:`mm_gmpo.policy_paths` (training and
+evaluation build through it); ``VLPolicyPath`` is the policy path the shared loop drives (same
+protocol as the text path).
 """
 
-from mm_gmpo.vl.build import build_vl_components, pixel_budget
+from mm_gmpo.vl.build import pixel_budget
 from mm_gmpo.vl.collate import collate_for_generate, collate_vl_train, split_images
 from mm_gmpo.vl.model import (
     EASYR1_MAX_PIXELS,
@@ -22,7 +23,6 @@ __all__ = [
     "EASYR1_MIN_PIXELS",
     "BadImageError",
     "VLPolicyPath",
-    "build_vl_components",
     "collate_for_generate",
     "collate_vl_train",
     "freeze_vision_tower",

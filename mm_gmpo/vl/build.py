@@ -1,48 +1,36 @@
-"""Assemble the VL pieces of a run: model, processor, policy path and the generate collator.
+"""The vision-language path's builder (registered as ``vl`` in :mod:`mm_gmpo.policy_paths`).
 
-``mm_gmpo.train.build.build_run`` calls :func:`build_vl_components` when ``cfg.path == "vl"``;
-everything else (engine, loop, scorer, checkpoints, logging) is shared with the text path.
-
-Config fields read here: ``model.min_pixels`` / ``model.max_pixels`` (None: EasyR1's 262,144 /
-4,194,304 for a real model; a ``tiny:`` model keeps its own tiny budget),
-``model.freeze_vision_tower``, ``model.gradient_checkpointing`` (torch engine only: DeepSpeed
-turns it on itself), ``model.dtype``, ``data.template``, ``data.max_prompt_len``. They are read
-with ``getattr`` defaults so a partial config (tests) works too.
+Config fields read here: ``model.dtype``, ``model.trust_remote_code``,
+``model.freeze_vision_tower``, ``model.min_pixels`` / ``model.max_pixels`` (None: EasyR1's
+262,144 / 4,194,304 for a real model; a ``tiny:`` model keeps its own tiny budget),
+``data.template``, ``data.max_prompt_len``. Activation checkpointing is the training engine's
+(``build_engine``), as on the text path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import torch
 from torch import nn
 
+from mm_gmpo.dtypes import resolve_dtype
+from mm_gmpo.policy_paths import PathParts, model_structure
 from mm_gmpo.vl.model import EASYR1_MAX_PIXELS, EASYR1_MIN_PIXELS, load_vl_model, load_vl_processor
 from mm_gmpo.vl.path import VLPolicyPath
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+if TYPE_CHECKING:
+    from mm_gmpo.train.config import Config, ModelConfig
 
 
-def _dtype(name: str) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    if name not in _DTYPES:
-        raise ValueError(f"model.dtype: auto, bf16, fp16 or fp32, got {name!r}")
-    return _DTYPES[name]
-
-
-def pixel_budget(cfg: Any) -> tuple[int | None, int | None]:
+def pixel_budget(model_cfg: ModelConfig) -> tuple[int | None, int | None]:
     """(min_pixels, max_pixels) for the processor; ``None`` keeps the checkpoint's own.
 
     Real models default to EasyR1's budget; a ``tiny:`` model keeps the budget it was saved
     with (4..16 tokens per image), which is what makes the CPU demo and the tests fast.
     """
-    model_cfg = cfg.model
     tiny = str(model_cfg.path).startswith("tiny:")
-    low = getattr(model_cfg, "min_pixels", None)
-    high = getattr(model_cfg, "max_pixels", None)
+    low, high = model_cfg.min_pixels, model_cfg.max_pixels
     if low is None and not tiny:
         low = EASYR1_MIN_PIXELS
     if high is None and not tiny:
@@ -50,26 +38,43 @@ def pixel_budget(cfg: Any) -> tuple[int | None, int | None]:
     return low, high
 
 
-def build_vl_components(
-    cfg: Any, model_dir: str | Path
-) -> tuple[nn.Module, Any, VLPolicyPath, Callable[..., dict[str, torch.Tensor]]]:
-    """Model, processor, :class:`VLPolicyPath` and the ``HFGenerateEngine(collate=...)`` hook.
-
-    ``model_dir`` is what ``build_run`` resolved (a tiny model's directory, a checkpoint's
-    ``model/`` when resuming, or a hub id). The model is on CPU; the caller moves it.
-    """
-    low, high = pixel_budget(cfg)
-    trust = bool(getattr(cfg.model, "trust_remote_code", False))
-    processor = load_vl_processor(model_dir, low, high, trust_remote_code=trust)
-    model = load_vl_model(
+def load_model(cfg: Config, model_dir: str | Path) -> nn.Module:
+    """Qwen2.5-VL on the CPU in ``model.dtype``, the vision tower frozen if asked."""
+    return load_vl_model(
         model_dir,
-        _dtype(cfg.model.dtype),
-        freeze_vision=bool(getattr(cfg.model, "freeze_vision_tower", False)),
-        # Under DeepSpeed the engine turns checkpointing on itself (the ZeRO-3-safe form).
-        gradient_checkpointing=bool(getattr(cfg.model, "gradient_checkpointing", False))
-        and getattr(getattr(cfg, "train", None), "engine", "torch") == "torch",
-        trust_remote_code=trust,
+        resolve_dtype(cfg.model.dtype),
+        freeze_vision=cfg.model.freeze_vision_tower,
+        trust_remote_code=cfg.model.trust_remote_code,
     )
-    template = getattr(cfg.data, "template", "geometry") or "geometry"
-    path = VLPolicyPath(processor, model, template, int(cfg.data.max_prompt_len))
-    return model, processor, path, path.generate_collate()
+
+
+def build_parts(cfg: Config, model_dir: str | Path, *, weights: bool = True) -> PathParts:
+    """Processor, model, :class:`VLPolicyPath`, its generate collator and its vLLM settings.
+
+    The processor is the run's saveable "tokenizer": checkpoints save it whole, so
+    ``AutoProcessor`` reloads the same pixel budget.
+    """
+    low, high = pixel_budget(cfg.model)
+    processor = load_vl_processor(model_dir, low, high, trust_remote_code=cfg.model.trust_remote_code)
+    if weights:
+        model = load_model(cfg, model_dir)
+    else:
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        model = model_structure(Qwen2_5_VLForConditionalGeneration, model_dir, cfg.model.trust_remote_code)
+    path = VLPolicyPath(processor, model, cfg.data.template, cfg.data.max_prompt_len)
+    vllm_options = {
+        "banned_token_ids": path.banned_token_ids,
+        "image_token_id": path.image_token_id,
+        "merge_size": path.merge_size,
+        "mm_processor_kwargs": {"min_pixels": path.min_pixels, "max_pixels": path.max_pixels},
+        "limit_images_per_prompt": 4,
+    }
+    return PathParts(
+        model=model,
+        saveable=processor,
+        tokenizer=processor.tokenizer,
+        path=path,
+        generate_collate=path.generate_collate(),
+        vllm_options=vllm_options,
+    )

@@ -99,7 +99,6 @@ def load_vl_model(
     dtype: torch.dtype = torch.float32,
     *,
     freeze_vision: bool = False,
-    gradient_checkpointing: bool = False,
     trust_remote_code: bool = False,
 ) -> nn.Module:
     """``Qwen2_5_VLForConditionalGeneration`` from a hub id or a local directory."""
@@ -110,12 +109,4 @@ def load_vl_model(
     )
     if freeze_vision:
         freeze_vision_tower(model)
-    if gradient_checkpointing:
-        # use_reentrant=False (the transformers 5 default) keeps gradients flowing into the
-        # language model even when the frozen vision tower hands it inputs without grad.
-        kwargs = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return model

@@ -38,10 +38,9 @@ import torch
 from torch import nn
 
 from mm_gmpo.data.images import ImageError
-from mm_gmpo.data.records import Record
+from mm_gmpo.data.records import BadRecordError, Record
 from mm_gmpo.data.templates import PromptTemplate, get_template
 from mm_gmpo.rollout.base import PromptInput, Rollout
-from mm_gmpo.text.path import BadRecordError
 from mm_gmpo.train.collate import TrainBatch, response_logp_and_entropy
 from mm_gmpo.vl.collate import (
     IMAGE_TYPE,
@@ -60,8 +59,8 @@ class BadImageError(BadRecordError):
     """A record whose image cannot be used; ``reason`` is a short tally key (``empty``, ...)."""
 
     def __init__(self, record_id: str, index: int, reason: str, detail: str) -> None:
-        self.record_id, self.index, self.reason = record_id, index, reason
-        super().__init__(f"record {record_id!r}: image {index}: {detail}")
+        super().__init__(f"record {record_id!r}: image {index}: {detail}", f"image:{reason}")
+        self.record_id, self.index, self.image_reason = record_id, index, reason
 
 
 class VLPolicyPath:
@@ -136,11 +135,8 @@ class VLPolicyPath:
             return hit[1]
         try:
             prompt = self._build_prompt(record)
-        except BadImageError as exc:
-            self.bad_records[f"image:{exc.reason}"] += 1
-            raise
         except BadRecordError as exc:
-            self.bad_records[getattr(exc, "reason", "record")] += 1
+            self.bad_records[exc.reason] += 1
             raise
         size = prompt.multimodal["pixel_values"].nbytes if prompt.multimodal else 0
         if size <= self.cache_bytes:
@@ -153,16 +149,15 @@ class VLPolicyPath:
 
     def _build_prompt(self, record: Record) -> PromptInput:
         if not str(record.problem).strip():
-            raise _reasoned(BadRecordError(f"record {record.id!r}: empty problem text"), "empty_problem")
+            raise BadRecordError(f"record {record.id!r}: empty problem text", "empty_problem")
         messages = self._messages(record)
         images = self._load_images(record, messages)
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         try:
             out = self.processor(text=[text], images=images or None, return_tensors="pt")
         except ValueError as exc:  # e.g. a literal <|image_pad|> in the problem text
-            raise _reasoned(
-                BadRecordError(f"record {record.id!r}: processor refused the prompt: {exc}"),
-                "image_token_mismatch",
+            raise BadRecordError(
+                f"record {record.id!r}: processor refused the prompt: {exc}", "image_token_mismatch"
             ) from exc
         ids: list[int] = out["input_ids"][0].tolist()
         n_image_tokens = sum(1 for t in ids if t == self.image_token_id)
@@ -179,20 +174,16 @@ class VLPolicyPath:
         if n_image_tokens != expected:
             # e.g. a literal "<|image_pad|>" in the problem text: the model would fail with
             # "Image features and image tokens do not match" in the middle of a step.
-            raise _reasoned(
-                BadRecordError(
-                    f"record {record.id!r}: prompt holds {n_image_tokens} image tokens but its "
-                    f"{len(images)} image(s) need {expected}"
-                ),
+            raise BadRecordError(
+                f"record {record.id!r}: prompt holds {n_image_tokens} image tokens but its "
+                f"{len(images)} image(s) need {expected}",
                 "image_token_mismatch",
             )
         if len(ids) > self.max_prompt_len:
-            raise _reasoned(
-                BadRecordError(
-                    f"record {record.id!r}: prompt is {len(ids)} tokens ({n_image_tokens} of them image "
-                    f"tokens), over data.max_prompt_len={self.max_prompt_len}; it is refused rather than "
-                    f"cut through its image tokens (raise max_prompt_len or lower max_pixels)"
-                ),
+            raise BadRecordError(
+                f"record {record.id!r}: prompt is {len(ids)} tokens ({n_image_tokens} of them image "
+                f"tokens), over data.max_prompt_len={self.max_prompt_len}; it is refused rather than "
+                f"cut through its image tokens (raise max_prompt_len or lower max_pixels)",
                 "prompt_too_long",
             )
         return PromptInput(input_ids=ids, multimodal=multimodal)
@@ -205,7 +196,7 @@ class VLPolicyPath:
             index = _failed_index(record, exc)
             raise BadImageError(record.id, index, exc.reason, str(exc)) from exc
         except ValueError as exc:  # placeholder count mismatch, text-only template with images
-            raise _reasoned(BadRecordError(f"record {record.id!r}: {exc}"), "template") from exc
+            raise BadRecordError(f"record {record.id!r}: {exc}", "template") from exc
         if isinstance(prompt, str):
             return [{"role": "user", "content": prompt}]
         return prompt
@@ -336,11 +327,6 @@ def _vision_token_ids(tokenizer: Any, config: Any) -> list[int]:
         if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id:
             ids.add(tid)
     return sorted(ids)
-
-
-def _reasoned(exc: BadRecordError, reason: str) -> BadRecordError:
-    exc.reason = reason  # type: ignore[attr-defined]
-    return exc
 
 
 def _failed_index(record: Record, exc: ImageError) -> int:

@@ -17,7 +17,7 @@ def _fake_run(root, name, loss, seed, steps=12, nan_at=None, path="text"):
     d = root / name
     d.mkdir(parents=True)
     (d / "config.yaml").write_text(
-        yaml.safe_dump({"path": path, "loss": {"name": loss}, "train": {"seed": seed}})
+        yaml.safe_dump({"modality": path, "loss": {"name": loss}, "train": {"seed": seed}})
     )
     rows = [{"step": 0, "eval_accuracy": 0.4}]
     spread = 1.0 if loss == "gmpo" else 4.0
@@ -102,4 +102,4 @@ def test_a_clip_set_in_the_config_names_its_own_family():
         == "gmpo@0.2231/0.1823"
     )
     assert run_family({"loss": {"name": "grpo", "clip_low": 0.3}}) == "grpo@0.3/0.2"
-    assert run_family({"path": "vl", "loss": {"name": "gmpo", "clip_high": 0.4}}) == "vl gmpo@0.4"
+    assert run_family({"modality": "vl", "loss": {"name": "gmpo", "clip_high": 0.4}}) == "vl gmpo@0.4"

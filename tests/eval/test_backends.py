@@ -13,7 +13,7 @@ from mm_gmpo.train.checkpoint import COMPLETE, checkpoint_root
 
 
 def test_auto_picks_vllm_only_when_it_can_run():
-    expected = "vllm" if vllm_available() is None else "hf"
+    expected = "vllm" if vllm_available(need_gpu=True) is None else "hf"
     assert pick_backend("auto") == expected
     assert pick_backend("hf") == "hf"
     assert pick_backend("ground-truth") == "ground-truth"
@@ -24,7 +24,7 @@ def test_without_vllm_auto_falls_back_and_explicit_vllm_explains(monkeypatch):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a)
     )
-    assert "not installed" in vllm_available()
+    assert "not installed" in vllm_available(need_gpu=False)
     assert pick_backend("auto") == "hf"
     with pytest.raises(BackendUnavailable, match="use --backend hf"):
         pick_backend("vllm")
@@ -32,40 +32,22 @@ def test_without_vllm_auto_falls_back_and_explicit_vllm_explains(monkeypatch):
         pick_backend("tensorrt")
 
 
-def test_vllm_hook_is_called_with_the_documented_arguments(monkeypatch):
+def test_eval_vllm_engine_gets_the_spec_and_the_paths_own_settings(monkeypatch):
+    """The evaluation engine is built from the same Config a run would use, plus the path's options."""
+    import mm_gmpo.rollout.vllm as vllm_module
+
     seen = {}
 
-    class Hook:
-        @staticmethod
-        def build_eval_engine(model_dir, **kwargs):
+    class Recorder:
+        def __init__(self, model_dir, **kwargs):
             seen.update(kwargs, model_dir=model_dir)
-            return "engine"
 
-    monkeypatch.setattr(generators.importlib, "import_module", lambda name: Hook)
-    engine = generators.build_vllm_engine("m", tensor_parallel_size=4, dtype="bf16", seed=3, multimodal=False)
-    assert engine == "engine"
-    assert seen == {
-        "model_dir": "m",
-        "tensor_parallel_size": 4,
-        "dtype": "bf16",
-        "seed": 3,
-        "max_model_len": None,
-        "multimodal": False,
-    }
-
-
-def test_vllm_engine_class_is_the_fallback_without_the_hook(monkeypatch):
-    seen = {}
-
-    class Module:
-        class VLLMEngine:
-            def __init__(self, model_dir, **kwargs):
-                seen.update(kwargs, model_dir=model_dir)
-
-    monkeypatch.setattr(generators.importlib, "import_module", lambda name: Module)
-    generators.build_vllm_engine("m", tensor_parallel_size=2, dtype="bf16", seed=1, multimodal=False)
-    assert seen["model_dir"] == "m" and seen["dtype"] == "bfloat16"
+    monkeypatch.setattr(vllm_module, "VLLMEngine", Recorder)
+    spec = generators.ModelSpec("m", modality="vl", tensor_parallel_size=2, dtype="bf16", seed=1)
+    generators._vllm_engine(generators.spec_config(spec), "m", {"image_token_id": 7})
+    assert seen["model_dir"] == "m" and str(seen["dtype"]) == "torch.bfloat16"
     assert seen["tensor_parallel_size"] == 2 and seen["seed"] == 1 and seen["enable_sleep_mode"] is False
+    assert seen["image_token_id"] == 7
 
 
 def _fake_model(folder: Path) -> Path:

@@ -42,7 +42,7 @@ DRY_RUN_TESTS = {
 }
 
 TEXT_RECIPE = {
-    "path": "text",
+    "modality": "text",
     "model": {"path": "Qwen/Qwen2.5-Math-7B", "dtype": "bf16", "gradient_checkpointing": True},
     "data": {"template": "qwen_math", "max_prompt_len": 1024},
     "rollout": {
@@ -68,7 +68,7 @@ TEXT_RECIPE = {
 }
 
 VL_RECIPE = {
-    "path": "vl",
+    "modality": "vl",
     "model": {"path": "Qwen/Qwen2.5-VL-7B-Instruct", "dtype": "bf16"},
     "data": {"template": "geometry", "max_prompt_len": 2048},
     "rollout": {"engine": "vllm", "n": 5, "temperature": 1.0, "max_new_tokens": 2048},

@@ -65,7 +65,7 @@ def test_base_seed_fixes_the_start_but_not_the_rl_seed(tmp_path):
     """Several RL seeds from one starting policy: same tiny weights and data, own sampling seed."""
     from safetensors.torch import load_file
 
-    from mm_gmpo.train.build import load_records, resolve_model_path
+    from mm_gmpo.train.build import load_split, resolve_model_path
 
     def start(seed, base_seed):
         out = tmp_path / f"s{seed}_b{base_seed}"
@@ -75,7 +75,7 @@ def test_base_seed_fixes_the_start_but_not_the_rl_seed(tmp_path):
             + ([f"train.base_seed={base_seed}"] if base_seed is not None else []),
         )
         weights = load_file(str(resolve_model_path(cfg) / "model.safetensors"))
-        return cfg, weights, load_records("synthetic:largest", cfg, "train")
+        return cfg, weights, load_split("synthetic:largest", cfg, "train")
 
     cfg_a, w_a, rec_a = start(1, 0)
     cfg_b, w_b, rec_b = start(2, 0)

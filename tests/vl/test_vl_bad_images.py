@@ -64,7 +64,7 @@ def test_each_bad_image_is_refused_naming_the_record(fresh_path, tmp_path) -> No
         record = Record(rid, "How many sides?", "3", images=[ref])
         with pytest.raises(BadImageError, match=rid) as info:
             fresh_path.build_prompt(record)
-        assert info.value.reason == reason, rid
+        assert info.value.image_reason == reason, rid
         assert info.value.index == 0 and isinstance(info.value, ValueError)
     assert fresh_path.bad_records == {f"image:{r}": 1 for _, r in bad_cases(tmp_path).values()} | {
         "image:unreadable": 2
@@ -75,7 +75,7 @@ def test_second_image_failing_is_reported_by_index(fresh_path, make_png) -> None
     record = Record("two", "Compare <image> with <image>.", "A", images=[make_png(64, 64), b""])
     with pytest.raises(BadImageError, match=r"record 'two': image 1") as info:
         fresh_path.build_prompt(record)
-    assert info.value.reason == "empty"
+    assert info.value.image_reason == "empty"
 
 
 def test_awkward_modes_load_as_rgb(fresh_path) -> None:
@@ -120,7 +120,7 @@ def _trainer(tmp_path, path, model, records, on_bad: str) -> Trainer:
     cfg = load_config(
         None,
         [
-            "path=vl",
+            "modality=vl",
             f"train.output_dir={tmp_path / 'run'}",
             f"data.on_bad_record={on_bad}",
             f"train.prompts_per_step={len(records)}",  # one step sees every record

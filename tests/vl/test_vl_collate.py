@@ -53,7 +53,12 @@ def test_micro_batch_keeps_each_samples_images(sampled, vl_path, vl_model) -> No
 def test_collate_refuses_images_that_do_not_match_the_tokens(sampled, vl_path) -> None:
     """Swapping a row's images for another prompt's is caught before the model sees it."""
     _, rollout = sampled
-    bad = rollout.select([0, 2])
+    bad = Rollout(
+        *([getattr(rollout, f)[r] for r in (0, 2)] for f in ("prompt_index", "prompt_ids", "response_ids")),
+        [rollout.sampler_logp[r] for r in (0, 2)],
+        [rollout.truncated[r] for r in (0, 2)],
+        [rollout.multimodal[r] for r in (0, 2)],
+    )
     bad.multimodal = [bad.multimodal[1], bad.multimodal[1]]  # row 0 now carries prompt 1's two images
     with pytest.raises(ValueError, match=r"row 0: its prompt has \d+ image tokens.*mixed up"):
         vl_path.collate(bad, [0, 1])

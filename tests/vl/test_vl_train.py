@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
@@ -11,10 +9,11 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 from mm_gmpo.data.records import Record
 from mm_gmpo.data.synthetic_vl import make_square_records
 from mm_gmpo.rollout.hf import HFGenerateEngine
+from mm_gmpo.train.build import build_engine
 from mm_gmpo.train.config import load_config
 from mm_gmpo.train.engine import OptimSettings, TorchEngine
 from mm_gmpo.train.loop import Trainer
-from mm_gmpo.vl.build import build_vl_components
+from mm_gmpo.vl.build import build_parts
 from mm_gmpo.vl.model import EASYR1_MAX_PIXELS, EASYR1_MIN_PIXELS, processor_pixel_limits, vision_tower
 
 
@@ -28,7 +27,7 @@ def _cfg(tmp_path, *overrides: str):
     return load_config(
         None,
         [
-            "path=vl",
+            "modality=vl",
             "model.path=tiny:qwen2_5_vl",
             "model.dtype=fp32",
             "data.template=geometry",
@@ -39,8 +38,9 @@ def _cfg(tmp_path, *overrides: str):
     )
 
 
-def test_build_vl_components_from_config(tmp_path, vl_dir, mixed) -> None:
-    model, processor, path, generate_collate = build_vl_components(_cfg(tmp_path), vl_dir)
+def test_build_vl_parts_from_config(tmp_path, vl_dir, mixed) -> None:
+    parts = build_parts(_cfg(tmp_path), vl_dir)
+    model, processor, path, generate_collate = parts.model, parts.saveable, parts.path, parts.generate_collate
     assert isinstance(model, Qwen2_5_VLForConditionalGeneration)
     assert processor.tokenizer.padding_side == "left"
     assert processor_pixel_limits(processor) == (4 * 28 * 28, 16 * 28 * 28)  # tiny keeps its budget
@@ -51,24 +51,17 @@ def test_build_vl_components_from_config(tmp_path, vl_dir, mixed) -> None:
 
 def test_real_model_path_gets_the_easyr1_pixel_budget(tmp_path, vl_dir) -> None:
     cfg = _cfg(tmp_path, f"model.path={vl_dir}")
-    _, processor, path, _ = build_vl_components(cfg, vl_dir)
+    parts = build_parts(cfg, vl_dir)
+    processor, path = parts.saveable, parts.path
     assert processor_pixel_limits(processor) == (EASYR1_MIN_PIXELS, EASYR1_MAX_PIXELS) == (262_144, 4_194_304)
     assert (path.min_pixels, path.max_pixels) == (EASYR1_MIN_PIXELS, EASYR1_MAX_PIXELS)
 
 
-def test_freeze_vision_tower_and_checkpointing_from_config(vl_dir) -> None:
-    cfg = SimpleNamespace(
-        model=SimpleNamespace(
-            path="tiny:qwen2_5_vl",
-            dtype="fp32",
-            freeze_vision_tower=True,
-            gradient_checkpointing=True,
-            min_pixels=None,
-            max_pixels=None,
-        ),
-        data=SimpleNamespace(template="geometry", max_prompt_len=512),
-    )
-    model, _, _, _ = build_vl_components(cfg, vl_dir)
+def test_freeze_vision_tower_and_checkpointing_from_config(tmp_path, vl_dir) -> None:
+    cfg = _cfg(tmp_path, "model.freeze_vision_tower=true", "model.gradient_checkpointing=true")
+    model = build_parts(cfg, vl_dir).model
+    assert not model.is_activation_checkpointing  # the engine owns checkpointing, not the loader
+    build_engine(cfg, model)
     tower = {id(p) for p in vision_tower(model).parameters()}
     assert tower and all(not p.requires_grad for p in vision_tower(model).parameters())
     assert all(p.requires_grad for p in model.parameters() if id(p) not in tower)
@@ -77,13 +70,9 @@ def test_freeze_vision_tower_and_checkpointing_from_config(vl_dir) -> None:
 
 @pytest.mark.parametrize("freeze", [False, True], ids=["trainable-tower", "frozen-tower"])
 def test_short_vl_run_changes_trainable_parameters(tmp_path, vl_dir, freeze) -> None:
-    cfg = SimpleNamespace(
-        model=SimpleNamespace(path="tiny:qwen2_5_vl", dtype="fp32", freeze_vision_tower=freeze),
-        data=SimpleNamespace(template="geometry", max_prompt_len=512),
-    )
-    model, processor, path, generate_collate = build_vl_components(cfg, vl_dir)
     run_cfg = _cfg(
         tmp_path,
+        f"model.freeze_vision_tower={str(freeze).lower()}",
         "rollout.n=4",
         "rollout.max_new_tokens=6",
         "train.prompts_per_step=4",
@@ -91,6 +80,8 @@ def test_short_vl_run_changes_trainable_parameters(tmp_path, vl_dir, freeze) -> 
         "optim.lr=1e-2",
         "data.on_bad_record=skip",
     )
+    parts = build_parts(run_cfg, vl_dir)
+    model, processor, path, generate_collate = parts.model, parts.saveable, parts.path, parts.generate_collate
     records = make_square_records(6) + [Record("broken", "How many squares?", "1", images=[b""])]
     trainer = Trainer(
         run_cfg,
@@ -100,7 +91,8 @@ def test_short_vl_run_changes_trainable_parameters(tmp_path, vl_dir, freeze) -> 
         score=digit_reward,
         train_records=records,
         stop_token_ids=[processor.tokenizer.convert_tokens_to_ids("<|im_end|>")],
-        tokenizer=processor,
+        tokenizer=processor.tokenizer,
+        saveable=processor,
     )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     torch.manual_seed(0)
