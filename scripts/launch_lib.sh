@@ -65,7 +65,7 @@ recipe_args() {
   [ -z "${STEPS:-}" ] || RECIPE_ARGS+=("train.steps=$STEPS")
   [ -z "${SEED:-}" ] || RECIPE_ARGS+=("train.seed=$SEED")
   [ -z "${ZERO_STAGE:-}" ] || RECIPE_ARGS+=("train.zero_stage=$ZERO_STAGE")
-  # ZeRO-3 with optimizer offload (configs/ds_zero3_offload.json): ZERO_STAGE=3 OFFLOAD=1
+  # ZeRO-3 with optimizer offload (optimizer states on the CPU): ZERO_STAGE=3 OFFLOAD=1
   [ "${OFFLOAD:-0}" = 0 ] || RECIPE_ARGS+=("train.offload=true")
   return 0
 }

@@ -14,7 +14,7 @@
 #   TRAIN_DATA   [$DATA_DIR, $MM_GMPO_DATA_DIR or <repo>/../shared/data]/math/math_lvl3to5_train.jsonl
 #   OUTPUT_DIR   [runs/text_<loss>_<model name>]
 #   STEPS        [the config's]   SEED [the config's]
-#   ZERO_STAGE   [2]  3 for ZeRO-3; OFFLOAD=1 adds optimizer offload (configs/ds_zero3_offload.json)
+#   ZERO_STAGE   [2]  3 for ZeRO-3; OFFLOAD=1 adds optimizer offload (states on the CPU)
 #   NPROC_PER_NODE (or GPUS) [8], NNODES [1], LAUNCHER [torchrun], HOSTFILE, DRY_RUN, EXTRA_ARGS:
 #                see scripts/launch_lib.sh and scripts/README.md (1 GPU to N nodes)
 #

@@ -15,7 +15,7 @@
 #                `python -m data_prep geometry3k SRC --out-dir <data>/geometry3k`
 #   OUTPUT_DIR   [runs/vl_<loss>_geo3k_<model name>]
 #   STEPS        [the config's]   SEED [the config's]
-#   ZERO_STAGE   [2]  3 for ZeRO-3; OFFLOAD=1 adds optimizer offload (configs/ds_zero3_offload.json)
+#   ZERO_STAGE   [2]  3 for ZeRO-3; OFFLOAD=1 adds optimizer offload (states on the CPU)
 #   NPROC_PER_NODE (or GPUS) [8], NNODES [1], LAUNCHER [torchrun], HOSTFILE, DRY_RUN, EXTRA_ARGS:
 #                see scripts/launch_lib.sh and scripts/README.md (1 GPU to N nodes)
 #

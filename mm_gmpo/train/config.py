@@ -280,8 +280,7 @@ def validate(cfg: Config) -> Config:
     _require(
         cfg.loss.name in LOSSES, f"loss.name: {cfg.loss.name!r} is not one of {', '.join(sorted(LOSSES))}"
     )
-    for side in ("clip_low", "clip_high"):
-        v = getattr(cfg.loss, side)
+    for side, v in (("clip_low", cfg.loss.clip_low), ("clip_high", cfg.loss.clip_high)):
         _require(v is None or v >= 0, f"loss.{side}: must be >= 0, got {v}")
     _require(cfg.rollout.engine in ("hf", "vllm"), f"rollout.engine: hf or vllm, got {cfg.rollout.engine!r}")
     _require(cfg.loss.tis_cap >= 0, f"loss.tis_cap: must be >= 0, got {cfg.loss.tis_cap}")

@@ -93,6 +93,8 @@ def train(cfg: Config) -> dict[str, Any]:
         if dist.is_main():
             summary["plot"] = str(plot_run(cfg.train.output_dir))
         summary["steps"] = trainer.state.step
+        # Records the policy path refused (bad image, over-long prompt, ...), by reason.
+        summary["skipped_records_by_reason"] = dict(trainer.path.bad_records)
         summary["wall_time_s"] = round(time.perf_counter() - t_start, 1)
         if dist.is_main():
             (Path(cfg.train.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))

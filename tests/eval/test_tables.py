@@ -141,7 +141,7 @@ def test_tables_script_writes_the_table(two_runs, tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     assert out.read_text() == EXPECTED

@@ -58,7 +58,7 @@ def test_gmpo_asymmetric_range_uses_each_bound():
 
 
 def test_gmpo_symmetric_clip_equals_design_formula():
-    """For eps_low == eps_high our clip(δ) equals DESIGN.md's literal clip(s·δ)."""
+    """For eps_low == eps_high our clip(δ) equals the authors' clamp of s·δ (docs/DESIGN.md, "The clip")."""
     torch.manual_seed(0)
     delta = torch.randn(6, 7)  # [B, T]
     adv = torch.randn(6)  # [B]

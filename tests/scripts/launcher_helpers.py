@@ -62,7 +62,7 @@ def script_env(**overrides: str) -> dict[str, str]:
 
 
 def run_script(
-    name: str, *args: str, timeout: float = 120, cwd: Path | None = None, **env: str
+    name: str, *args: str, timeout: float = 600, cwd: Path | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(SCRIPTS / name), *args],

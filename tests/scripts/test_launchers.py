@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import json
 import shlex
 import shutil
 import subprocess
@@ -322,29 +321,6 @@ def test_eval_geometry3k_dry_run_uses_the_vl_protocol(tmp_path: Path) -> None:
     assert "--temperature 0.5 --top-p 1.0 --n 16 --max-new-tokens 2048 --template geometry" in proc.stdout
     assert "temperature 0.5, top-p 1, 16 samples, max 2048 new tokens, geometry prompt" in proc.stdout
     assert "| dry-run | 100.0 |" in proc.stdout
-
-
-# ------------------------------------------------------------------ DeepSpeed configs
-
-
-@pytest.mark.parametrize(
-    ("name", "stage", "offload"), [("ds_zero2.json", 2, False), ("ds_zero3_offload.json", 3, True)]
-)
-def test_deepspeed_configs_are_what_the_engine_runs(
-    name: str, stage: int, offload: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """configs/ds_*.json equal the config DeepSpeedEngine builds for the recipes (bf16, clip 1.0,
-    on GPUs: pinned offload memory), so they cannot drift from what a run really uses."""
-    import torch
-
-    from mm_gmpo.train.ds_engine import build_ds_config
-    from mm_gmpo.train.engine import OptimSettings
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    built = build_ds_config(OptimSettings(lr=1e-6, grad_clip=1.0), stage, bf16=True, offload=offload)
-    assert json.loads((REPO / "configs" / name).read_text()) == built
-    assert built["zero_optimization"]["stage"] == stage
-    assert ("offload_optimizer" in built["zero_optimization"]) == offload
 
 
 def test_recipe_yamls_load_on_their_own() -> None:

@@ -131,6 +131,7 @@ def test_bad_records_skip_or_error(tiny, tmp_path):
     metrics = trainer.rl_step()
     assert metrics["skipped_records"] == 2
     assert metrics["rows_trained"] == 8  # two good prompts x n=4
+    assert trainer.path.bad_records == {"empty_problem": 1, "prompt_too_long": 1}
 
     strict = _trainer(tok, model, tmp_path, ["data.on_bad_record=error"], records=records)
     with pytest.raises(ValueError, match="empty-one|long-one"):
