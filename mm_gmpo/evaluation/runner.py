@@ -197,36 +197,10 @@ def run_benchmark(
         pred_file.unlink(missing_ok=True)
         done_file.unlink(missing_ok=True)
     if done_file.exists():
-        done = json.loads(done_file.read_text(encoding="utf-8"))
-        diff = _mismatch(done["settings"], settings)
-        if diff:
-            raise SettingsMismatch(
-                f"{done_file} was made with other settings ({'; '.join(diff)}); "
-                "pass --force to redo it or use another --out"
-            )
+        done = _completed_run(done_file, settings)
         log.info("%s: already done, skipped (pass --force to redo)", bench.name)
         return BenchmarkResult(bench.name, done["metrics"], done["settings"], True, 0, 0.0)
-
-    header, rows = read_predictions(pred_file, repair=True)
-    if header is not None:
-        diff = _mismatch(header, settings)
-        if diff:
-            raise SettingsMismatch(
-                f"{pred_file} holds a partial run with other settings ({'; '.join(diff)}); "
-                "pass --force to start over or use another --out"
-            )
-    else:
-        rows = []
-        with open(pred_file, "w", encoding="utf-8") as f:
-            f.write(json.dumps({"header": settings}, ensure_ascii=False) + "\n")
-    finished = set()
-    for row in rows:
-        i = int(row["index"])
-        if i >= len(records) or records[i].id != row["id"]:
-            raise SettingsMismatch(
-                f"{pred_file}: row {i} ({row['id']!r}) does not match the benchmark's records"
-            )
-        finished.add(i)
+    finished = _finished_rows(pred_file, settings, records)
     todo = [i for i in range(len(records)) if i not in finished]
     if finished:
         log.info("%s: resuming, %d of %d problems already done", bench.name, len(finished), len(records))
@@ -248,6 +222,43 @@ def run_benchmark(
 
     metrics = finalize_predictions(out_dir, bench.name, ks)
     return BenchmarkResult(bench.name, metrics, settings, False, len(todo), time.perf_counter() - t0)
+
+
+def _completed_run(done_file: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """A finished benchmark's marker, refused when it was made with other settings."""
+    done = json.loads(done_file.read_text(encoding="utf-8"))
+    diff = _mismatch(done["settings"], settings)
+    if diff:
+        raise SettingsMismatch(
+            f"{done_file} was made with other settings ({'; '.join(diff)}); "
+            "pass --force to redo it or use another --out"
+        )
+    return done
+
+
+def _finished_rows(pred_file: Path, settings: dict[str, Any], records: list[Record]) -> set[int]:
+    """Indices already in a partial predictions file (started with a header if it is new)."""
+    header, rows = read_predictions(pred_file, repair=True)
+    if header is not None:
+        diff = _mismatch(header, settings)
+        if diff:
+            raise SettingsMismatch(
+                f"{pred_file} holds a partial run with other settings ({'; '.join(diff)}); "
+                "pass --force to start over or use another --out"
+            )
+    else:
+        rows = []
+        with open(pred_file, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"header": settings}, ensure_ascii=False) + "\n")
+    finished = set()
+    for row in rows:
+        i = int(row["index"])
+        if i >= len(records) or records[i].id != row["id"]:
+            raise SettingsMismatch(
+                f"{pred_file}: row {i} ({row['id']!r}) does not match the benchmark's records"
+            )
+        finished.add(i)
+    return finished
 
 
 def finalize_predictions(out_dir: Path, name: str, ks: tuple[int, ...] = ()) -> dict[str, Any]:

@@ -122,14 +122,7 @@ def build_tiny_qwen2_5_vl(
     ``overrides`` may hold ``text_config`` and ``vision_config`` dicts (merged into the defaults)
     and any top-level ``Qwen2_5_VLConfig`` field.
     """
-    from transformers import (
-        AutoTokenizer,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     out = Path(out_dir)
     build_tokenizer(out)
@@ -174,29 +167,30 @@ def build_tiny_qwen2_5_vl(
     model.generation_config = _generation_config(ids)
     model.save_pretrained(out)
 
-    patch = vision_config["patch_size"]
-    merge = vision_config["spatial_merge_size"]
-    temporal = vision_config["temporal_patch_size"]
+    _save_tiny_vl_processor(out, vision_config, min_pixels, max_pixels)
+    return out
+
+
+def _save_tiny_vl_processor(
+    out: Path, vision_config: dict[str, Any], min_pixels: int, max_pixels: int
+) -> None:
+    """The processor that matches the tiny vision tower (patch, merge, temporal patch sizes)."""
+    from transformers import AutoTokenizer, Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    sizes = {
+        "min_pixels": min_pixels,
+        "max_pixels": max_pixels,
+        "patch_size": vision_config["patch_size"],
+        "merge_size": vision_config["spatial_merge_size"],
+        "temporal_patch_size": vision_config["temporal_patch_size"],
+    }
     processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
-            patch_size=patch,
-            merge_size=merge,
-            temporal_patch_size=temporal,
-        ),
+        image_processor=Qwen2VLImageProcessor(**sizes),
         tokenizer=AutoTokenizer.from_pretrained(out),
-        video_processor=Qwen2VLVideoProcessor(
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
-            patch_size=patch,
-            merge_size=merge,
-            temporal_patch_size=temporal,
-        ),
+        video_processor=Qwen2VLVideoProcessor(**sizes),
     )
     processor.chat_template = processor.tokenizer.chat_template
     processor.save_pretrained(out)
-    return out
 
 
 TinyKind = Literal["tokenizer", "qwen2", "qwen2_5_vl"]
