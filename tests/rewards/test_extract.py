@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,15 +61,18 @@ def test_letter_of():
     assert letter_of("F") is None
 
 
-def test_linear_time_on_hostile_inputs():
-    import time
-
-    hostile = [r"\boxed{" * 20000, "{" * 100000 + "}" * 99999, "answer " + " " * 100000, "(" * 50000]
-    t0 = time.perf_counter()
-    for h in hostile:
-        last_boxed(h)
-        extract_choice(h)
-    assert time.perf_counter() - t0 < 2.0
+# A hang guard, not a speed target (bench/bench_rewards.py measures speed): a quadratic scan
+# of these inputs would take hours, a linear one milliseconds.
+@pytest.mark.timeout(120)
+def test_hostile_inputs_are_read_without_blowing_up():
+    assert last_boxed(r"\boxed{" * 20000) is None
+    assert last_boxed("{" * 100000 + "}" * 99999) is None
+    assert extract_choice("answer " + " " * 100000) is None
+    assert extract_choice("(" * 50000) is None
+    assert extract_choice("the answer is " + "(A), " * 20000 + "(A)") == "A"
+    assert extract_choice("the answer is A" + " or B" * 20000) is None
+    assert extract_choice("(B) " * 30000) == "B"
+    assert letter_of("(" + "A" * 100000 + ")") is None
 
 
 @settings(max_examples=300, deadline=None)
