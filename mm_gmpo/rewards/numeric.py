@@ -18,6 +18,7 @@ _SPACING = re.compile(r"\\[,;:! ]|\\quad|\\qquad|~")
 _LEFT_RIGHT = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])")
 _DEGREE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree|\\circ")
 _TEXT_BLOCK = re.compile(r"\\(?:text|textrm|mbox|mathrm|textnormal|operatorname)\s*\{([^{}]*)\}")
+_DIGIT_SPACE = re.compile(r"(\d)\s+(?=\d)")
 
 
 def clean(s: str) -> str:
@@ -47,7 +48,9 @@ def squash(s: str) -> str:
     s = _TEXT_BLOCK.sub(r"\1", s)
     s = _DEGREE.sub("", s)
     s = s.replace("{,}", ",")
-    return re.sub(r"\s+", "", s)
+    # A space between digits separates numbers ("3 1/4" is a mixed number, not 31/4).
+    s = _DIGIT_SPACE.sub("\\1\x01", s)
+    return re.sub(r"\s+", "", s).replace("\x01", " ")
 
 
 _UNIT_WORDS = (
