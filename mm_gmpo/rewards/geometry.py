@@ -17,7 +17,7 @@ the gold's own form warrants. The rule, for a response value r and a gold value 
     g correctly rounded to d places (|r - g| <= half a unit in r's last place) and that
     half unit must be at most 1% of |g|. So "13.3" and "0.67" match 40/3 and 2/3 but
     "13.4" does not (its last digit is wrong), and "0.7" for 2/3, "0.0" for 1/700 and "2.0"
-    for 81/40 do not (too coarse: 7.5%, 100% and 2.5% of the value);
+    for 81/40 do not (too coarse: their half unit, 0.05, is 7.5%, 3500% and 2.5% of g);
   * otherwise (an integer against an exact non-integer, two exact forms) only float noise.
 Why this rule and not a fixed relative tolerance: a relative tolerance alone (say 1e-2)
 credits answers whose last digit is wrong ("13.4" for 13.33) and gives a wide target to any
@@ -26,8 +26,9 @@ answer with few digits; half a unit of the *less* precise side (the rule before)
 Correct rounding at the response's own last place keeps every written digit honest, and the
 1% floor on that last place means about three significant figures (two when the leading
 digit is 5 or more): the usual convention for a rounded answer, stated without counting
-digits, so 9.9 (0.5% resolution) passes where 1.4 (3.6%) does not. Integers and exact
-forms are never taken as rounded: "66" does not accept 66.4, and "7" does not accept 2\\sqrt{13}.
+digits, so 9.9 for 7\\sqrt{2} (0.5%) passes where 1.4 for \\sqrt{2} (3.5%) does not.
+Integers and exact forms are never taken as rounded: "66" does not accept 66.4, and "7"
+does not accept 2\\sqrt{13}. A tie (4.65 against 4.7) is credited: either rounding is usual.
 """
 
 from __future__ import annotations
