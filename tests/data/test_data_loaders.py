@@ -1,4 +1,4 @@
-"""Loaders: every format, configurable keys, the bad-record switch, the shared MATH500 file."""
+"""Loaders: every format, configurable keys, the bad-record switch, the shipped MATH500 file."""
 
 from __future__ import annotations
 
@@ -216,14 +216,14 @@ def test_data_dir_env_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setenv("MM_GMPO_DATA_DIR", str(tmp_path))
     assert default_data_dir() == tmp_path
     monkeypatch.delenv("MM_GMPO_DATA_DIR")
-    assert default_data_dir().parts[-2:] == ("shared", "data")
+    # Unset: the repository's data/, reached through the package (mm_gmpo/_data links to it).
+    repo_data = Path(__file__).resolve().parents[2] / "data"
+    assert default_data_dir() == repo_data.resolve()
+    assert (repo_data / "math" / "math500.jsonl").is_file()
 
 
-def test_math500_from_shared_data() -> None:
-    path = default_data_dir() / "math" / "math500.jsonl"
-    if not path.exists():
-        pytest.fail(f"shared data not present at {path} (set MM_GMPO_DATA_DIR)")
-    records = load_records(path)
+def test_math500_from_the_shipped_data(data_root: Path) -> None:
+    records = load_records(data_root / "math" / "math500.jsonl")
     assert len(records) == 500
     assert len({r.id for r in records}) == 500
     assert all(r.problem.strip() and isinstance(r.answer, str) and r.answer for r in records)

@@ -279,11 +279,7 @@ def test_real_run_refuses_a_missing_data_file(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ evaluation
 
 
-def test_eval_math_dry_run_uses_the_paper_protocol() -> None:
-    from mm_gmpo.data.loaders import default_data_dir
-
-    if not (default_data_dir() / "math").is_dir():
-        pytest.fail("shared math data not found (set MM_GMPO_DATA_DIR)")
+def test_eval_math_dry_run_uses_the_paper_protocol(data_root: Path) -> None:
     proc = H.run_script("eval_math.sh", "--dry-run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (
