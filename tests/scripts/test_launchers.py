@@ -32,7 +32,7 @@ H = _load_helpers()
 REPO, SCRIPTS = H.REPO, H.SCRIPTS
 
 # scripts/ files that are not launchers (environment set-up and the shared library).
-NOT_LAUNCHERS = {"setup_env.sh", "setup_vllm_env.sh", "test_vllm.sh", "launch_lib.sh"}
+NOT_LAUNCHERS = {"setup_env.sh", "setup_vllm_env.sh", "setup_lib.sh", "test_vllm.sh", "launch_lib.sh"}
 # Each launcher and the test that dry-runs it; a new script without one fails below.
 DRY_RUN_TESTS = {
     "train_text_gmpo.sh": "test_text_dry_run_is_the_paper_recipe",
