@@ -232,7 +232,9 @@ def _common_fields(records) -> list[dict]:
 def test_hub_id_gives_the_converted_records(folders, offline_hub):
     expected = geometry3k.convert(folders)
     for split in ("train", "validation", "test"):
-        assert _common_fields(geometry3k.read_hub(geometry3k.HUB_ID, split)) == _common_fields(expected[split])
+        assert _common_fields(geometry3k.read_hub(geometry3k.HUB_ID, split)) == _common_fields(
+            expected[split]
+        )
     assert offline_hub == [(geometry3k.HUB_ID, s) for s in ("train", "validation", "test")]
 
 
