@@ -260,9 +260,13 @@ def test_eval_reads_geometry3k_in_every_form(folders, offline_hub, tmp_path):
 def test_vl_recipe_trains_from_the_hub_id_or_the_converted_file(folders, offline_hub, tmp_path, monkeypatch):
     """``data.train`` of the VL recipe: the converted file under the data folder (the config's
     own relative path) or ``hiyouga/geometry3k@train``, read by the trainer's loader."""
+    from mm_gmpo.data.loaders import load_records_with_report
     from mm_gmpo.resources import config_path
-    from mm_gmpo.train.build import load_records
     from mm_gmpo.train.config import load_config
+
+    def load_records(source: str, cfg) -> list:  # as the trainer reads data.train
+        keys = {"question_key": cfg.data.question_key, "answer_key": cfg.data.answer_key}
+        return load_records_with_report(source, **keys, on_bad_record=cfg.data.on_bad_record).records
 
     assert main(["geometry3k", str(folders), "--out-dir", str(tmp_path / "data" / "geometry3k")]) == 0
     monkeypatch.setenv("MM_GMPO_DATA_DIR", str(tmp_path / "data"))
@@ -271,10 +275,10 @@ def test_vl_recipe_trains_from_the_hub_id_or_the_converted_file(folders, offline
     recipe = config_path("paper_vl_gmpo_geo3k.yaml")
     cfg = load_config(recipe)
     assert cfg.data.train == "geometry3k/train.parquet"
-    assert _common_fields(load_records(cfg.data.train, cfg, "train")) == _common_fields(expected)
+    assert _common_fields(load_records(cfg.data.train, cfg)) == _common_fields(expected)
 
     cfg = load_config(recipe, ["data.train=hiyouga/geometry3k@train"])
-    records = load_records(cfg.data.train, cfg, "train")
+    records = load_records(cfg.data.train, cfg)
     assert offline_hub[-1] == (geometry3k.HUB_ID, "train")
     # The hub rows as published: the same diagrams and answers, one <image> per problem.
     assert [(r.images, r.answer) for r in records] == [(r.images, r.answer) for r in expected]
