@@ -1,4 +1,4 @@
-"""Pieces every converter shares: the error type, the shared data folder, progress and tables.
+"""Pieces every converter shares: the error type, progress bars and summary tables.
 
 Converters build every record in memory before writing anything (the datasets are at most a
 few hundred MB), so an error found in the last row still leaves no output behind.
@@ -15,7 +15,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mm_gmpo.data.images import ImageError, load_image_rgb
-from mm_gmpo.data.loaders import default_data_dir
 from mm_gmpo.data.records import ImageRef
 
 T = TypeVar("T")
@@ -31,14 +30,6 @@ class DataFormatError(ValueError):
         self.file = str(file)
         self.field = field
         super().__init__(f"{file}: field '{field}': {problem}")
-
-
-def shared_data_dir() -> Path:
-    """The read-only data shipped beside the repository (``$MM_GMPO_DATA_DIR`` wins).
-
-    One resolver for the whole project: ``mm_gmpo.data.loaders.default_data_dir``.
-    """
-    return default_data_dir()
 
 
 def progress(items: Iterable[T], total: int | None, description: str) -> Iterator[T]:

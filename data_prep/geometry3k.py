@@ -11,6 +11,8 @@ are train, 2101-2400 validation, 2401-3001 test (2,101 / 300 / 601 problems).
 files (``data/train-00000-of-00001.parquet`` or ``train.parquet``, in the folder or its
 ``data/`` subfolder) with columns ``images`` (list of ``{bytes, path}``), ``problem``
 (``"<image>"`` followed by the problem text) and ``answer`` (the value of the right choice).
+This is the hub dataset ``hiyouga/geometry3k``; :func:`read_hub` reads it by id (later
+revisions add ``id``, ``choices`` and ``ground_truth`` columns, which are not read).
 
 The canonical record (both layouts give the same one)
 -----------------------------------------------------
@@ -227,23 +229,61 @@ def read_parquet(
                     yield split, path, i, row
 
     for split, path, i, row in progress(rows(), total, "geometry3k (parquet)"):
-        where = f"row {i}"
-        images, problem, answer = row["images"], row["problem"], row["answer"]
-        if not isinstance(images, list) or len(images) != 1:
-            raise DataFormatError(path, f"images ({where})", f"expected one image, got {images!r:.80}")
-        image = _image_bytes(images[0], path, f"images[0] ({where})")
-        if check_images:
-            check_image(image, path, f"images[0] ({where})")
-        if not isinstance(problem, str):
-            raise DataFormatError(path, f"problem ({where})", "not a string")
-        if isinstance(answer, int | float) and not isinstance(answer, bool):
-            answer = str(answer)
-        if not isinstance(answer, str) or not answer.strip():
-            raise DataFormatError(path, f"answer ({where})", f"expected a value string, got {answer!r}")
         n = SPLIT_ID_START[split] + len(out[split])
-        text = canonical_problem(problem, path, f"problem ({where})")
-        out[split].append(_record(n, split, text, _collapse(answer), image, layout="parquet"))
+        out[split].append(_published_row_record(row, split, n, path, f"row {i}", check_images))
     return out
+
+
+def _published_row_record(
+    row: dict[str, Any], split: str, n: int, file: Path | str, where: str, check_images: bool
+) -> Record:
+    """One row of the parquet / hub layout (``images``, ``problem``, ``answer``) as a record."""
+    images, problem, answer = row["images"], row["problem"], row["answer"]
+    if not isinstance(images, list) or len(images) != 1:
+        raise DataFormatError(file, f"images ({where})", f"expected one image, got {images!r:.80}")
+    image = _image_bytes(images[0], Path(file), f"images[0] ({where})")
+    if check_images:
+        check_image(image, file, f"images[0] ({where})")
+    if not isinstance(problem, str):
+        raise DataFormatError(file, f"problem ({where})", "not a string")
+    if isinstance(answer, int | float) and not isinstance(answer, bool):
+        answer = str(answer)
+    if not isinstance(answer, str) or not answer.strip():
+        raise DataFormatError(file, f"answer ({where})", f"expected a value string, got {answer!r}")
+    text = canonical_problem(problem, file, f"problem ({where})")
+    return _record(n, split, text, _collapse(answer), image, layout="parquet")
+
+
+# ---------------------------------------------------------------------------- the hub dataset
+
+HUB_ID = "hiyouga/geometry3k"
+
+
+def read_hub(dataset_id: str = HUB_ID, split: str = "test", check_images: bool = False) -> list[Record]:
+    """One split of the hub copy (``hiyouga/geometry3k``: the parquet layout) as canonical
+    records, the same ones ``convert`` makes from a local copy of those files.
+
+    Loaded with ``datasets.load_dataset``, so it needs the hub or a local Hugging Face cache
+    (``HF_HUB_OFFLINE=1`` reads the cache only).
+    """
+    import datasets
+
+    canonical = _PARQUET_SPLIT.get(split)
+    if canonical is None:
+        raise DataFormatError(dataset_id, "split", f"unknown split {split!r}; choose from {SPLITS}")
+    table = datasets.load_dataset(dataset_id, split=canonical).with_format("arrow")
+    missing = [c for c in PARQUET_COLUMNS if c not in table.column_names]
+    if missing:
+        raise DataFormatError(
+            dataset_id, missing[0], f"missing column(s) {missing}; found columns {table.column_names}"
+        )
+    rows = table.select_columns(list(PARQUET_COLUMNS))[:].to_pylist()
+    return [
+        _published_row_record(
+            row, canonical, SPLIT_ID_START[canonical] + i, dataset_id, f"row {i}", check_images
+        )
+        for i, row in enumerate(rows)
+    ]
 
 
 # ---------------------------------------------------------------------------- entry points

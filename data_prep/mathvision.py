@@ -27,7 +27,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from data_prep.common import DataFormatError, check_image, console, print_table, progress, shared_data_dir
+from data_prep.common import DataFormatError, check_image, console, print_table, progress
+from mm_gmpo.data.loaders import default_data_dir
 from mm_gmpo.data.record_io import write_records
 from mm_gmpo.data.records import Record
 
@@ -125,7 +126,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=Path,
         nargs="?",
         default=None,
-        help="jsonl file or folder with testmini.jsonl (default: <shared data>/mathvision)",
+        help="jsonl file or folder with testmini.jsonl (default: <data folder>/mathvision)",
     )
     p.add_argument("--out", type=Path, required=True, help="output parquet file")
     p.add_argument("--no-check-images", action="store_true", help="skip decoding every image")
@@ -133,7 +134,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    src = args.src if args.src is not None else shared_data_dir() / "mathvision"
+    src = args.src if args.src is not None else default_data_dir() / "mathvision"
     records = convert(src, check_images=not args.no_check_images)
     write_records(args.out, records)
     mc = sum(r.choices is not None for r in records)

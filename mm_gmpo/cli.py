@@ -7,16 +7,14 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
-
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from mm_gmpo.resources import resolve_config
     from mm_gmpo.train.config import load_config
     from mm_gmpo.train.run import train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(resolve_config(args.config), args.overrides)
     if args.dry_run:
         from mm_gmpo.train.config import to_yaml, validate_world
 
@@ -38,10 +36,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from mm_gmpo.resources import config_path, resolve_config
     from mm_gmpo.train.config import load_config
     from mm_gmpo.train.run import train
 
-    config = Path(args.config) if args.config else REPO_CONFIGS / "demo_text.yaml"
+    config = resolve_config(args.config) if args.config else config_path("demo_text.yaml")
     results = []
     for seed in args.seeds:
         out = f"{args.output_dir}/seed{seed}"
@@ -79,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p_train = sub.add_parser("train", help="train from a YAML config with dotted overrides")
-    p_train.add_argument("config", help="YAML config file (see configs/)")
+    p_train.add_argument(
+        "config", help="YAML config file, or the name of a shipped one (configs/demo_text.yaml, demo_vl)"
+    )
     p_train.add_argument(
         "overrides", nargs="*", help="section.field=value, e.g. optim.lr=1e-6 loss.name=grpo"
     )
@@ -94,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_train.set_defaults(func=_cmd_train)
     p_demo = sub.add_parser("demo", help="the CPU demo: tiny model, synthetic task, before/after accuracy")
-    p_demo.add_argument("--config", default=None, help="default: configs/demo_text.yaml")
+    p_demo.add_argument(
+        "--config", default=None, help="default: the shipped configs/demo_text.yaml (demo_vl: the VL demo)"
+    )
     p_demo.add_argument("--seeds", type=int, nargs="+", default=[0])
     p_demo.add_argument("--output-dir", default="runs/demo")
     p_demo.add_argument("overrides", nargs="*", help="section.field=value")

@@ -6,7 +6,8 @@
 # Usage: CKPT=PATH_OR_HUB_ID [OUT=DIR] [LABEL=NAME] scripts/eval_geometry3k.sh [--dry-run] [options]
 #
 # Needs <data>/geometry3k/test.parquet: python -m data_prep geometry3k SRC --out-dir <data>/geometry3k
-# (<data> is DATA_DIR, else $MM_GMPO_DATA_DIR, else <repo>/../shared/data). Options go to
+# (<data> is DATA_DIR, else $MM_GMPO_DATA_DIR, else <repo>/data), or the hub copy through
+# --data geometry3k=hiyouga/geometry3k@test; --benchmarks mathvision runs on the shipped data. Options go to
 # `mm-gmpo eval geometry` (see its --help), e.g. --benchmarks geometry3k mathvision, --tp 2,
 # --min-pixels / --max-pixels (default: EasyR1's 262,144 / 4,194,304).
 # --dry-run (or DRY_RUN=1): check the options, the protocol, the benchmark files and the

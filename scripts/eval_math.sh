@@ -8,7 +8,7 @@
 # CKPT: a hub id, a model folder, a training checkpoint (checkpoints/step_N) or a training run
 # folder (its latest checkpoint). OUT defaults to runs/eval/<CKPT's name>. Options go to
 # `mm-gmpo eval math` (see its --help), e.g. --benchmarks math500 aime24, --tp 2,
-# --backend hf; DATA_DIR replaces $MM_GMPO_DATA_DIR / <repo>/../shared/data.
+# --backend hf; DATA_DIR replaces $MM_GMPO_DATA_DIR / <repo>/data (where the suites ship).
 # --dry-run (or DRY_RUN=1): check the options, the protocol, the benchmark files and the
 # verifiers without a model (ground-truth answers on 2 problems per benchmark).
 #

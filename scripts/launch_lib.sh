@@ -127,14 +127,16 @@ launch_train() {
     return 0
   fi
 
-  # 2. a real run: refuse a missing local data file before any GPU time is spent
+  # 2. a real run: refuse a missing local data file before any GPU time is spent (a relative
+  #    path is looked up as the trainer does: working directory, then the data folder)
   local out train_data
   {
     read -r out
     read -r train_data
   } < <("$py" -c 'import sys, yaml
+from mm_gmpo.data.loaders import resolve_data_source
 c = yaml.safe_load(open(sys.argv[1]))
-print(c["train"]["output_dir"]); print(c["data"]["train"])' "$resolved")
+print(c["train"]["output_dir"]); print(resolve_data_source(c["data"]["train"]))' "$resolved")
   [ -n "${out:-}" ] || { echo "error: could not read train.output_dir from the resolved config" >&2; return 2; }
   case "$train_data" in
     *.jsonl | *.json | *.parquet | *.arrow)

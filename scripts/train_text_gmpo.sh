@@ -11,7 +11,7 @@
 #   MODEL        [Qwen/Qwen2.5-Math-7B]  e.g. Qwen/Qwen2.5-Math-1.5B, a local folder, tiny:qwen2
 #   LOSS         [gmpo]   grpo for the GRPO baseline (its own clip range, 0.2, unless CLIP_* set)
 #   CLIP_LOW / CLIP_HIGH  clip range (log space for gmpo*, ratio space otherwise)
-#   TRAIN_DATA   [$DATA_DIR, $MM_GMPO_DATA_DIR or <repo>/../shared/data]/math/math_lvl3to5_train.jsonl
+#   TRAIN_DATA   [$DATA_DIR, $MM_GMPO_DATA_DIR or <repo>/data]/math/math_lvl3to5_train.jsonl (shipped)
 #   OUTPUT_DIR   [runs/text_<loss>_<model name>]
 #   STEPS        [the config's]   SEED [the config's]
 #   ZERO_STAGE   [2]  3 for ZeRO-3; OFFLOAD=1 adds optimizer offload (states on the CPU)
@@ -29,7 +29,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/launch_lib.sh
 source "$HERE/launch_lib.sh"
 
-DATA_DIR="${DATA_DIR:-${MM_GMPO_DATA_DIR:-$LIB_REPO/../shared/data}}"
+DATA_DIR="${DATA_DIR:-${MM_GMPO_DATA_DIR:-$LIB_REPO/data}}"
 MODEL="${MODEL:-Qwen/Qwen2.5-Math-7B}"
 LOSS="${LOSS:-gmpo}"
 export LOSS

@@ -11,8 +11,9 @@
 #   MODEL        [Qwen/Qwen2.5-VL-7B-Instruct]  a local folder, tiny:qwen2_5_vl
 #   LOSS         [gmpo]   grpo for the GRPO baseline (its own clip range unless CLIP_* set)
 #   CLIP_LOW / CLIP_HIGH  clip range (log space for gmpo*, ratio space otherwise)
-#   GEO3K_TRAIN  [$DATA_DIR, $MM_GMPO_DATA_DIR or <repo>/../shared/data]/geometry3k/train.parquet, made by
-#                `python -m data_prep geometry3k SRC --out-dir <data>/geometry3k`
+#   GEO3K_TRAIN  [$DATA_DIR, $MM_GMPO_DATA_DIR or <repo>/data]/geometry3k/train.parquet, made by
+#                `python -m data_prep geometry3k SRC --out-dir <data>/geometry3k` (SRC: the Inter-GPS
+#                release or hiyouga/geometry3k's parquet files), or the hub id hiyouga/geometry3k@train
 #   OUTPUT_DIR   [runs/vl_<loss>_geo3k_<model name>]
 #   STEPS        [the config's]   SEED [the config's]
 #   ZERO_STAGE   [2]  3 for ZeRO-3; OFFLOAD=1 adds optimizer offload (states on the CPU)
@@ -28,7 +29,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/launch_lib.sh
 source "$HERE/launch_lib.sh"
 
-DATA_DIR="${DATA_DIR:-${MM_GMPO_DATA_DIR:-$LIB_REPO/../shared/data}}"
+DATA_DIR="${DATA_DIR:-${MM_GMPO_DATA_DIR:-$LIB_REPO/data}}"
 MODEL="${MODEL:-Qwen/Qwen2.5-VL-7B-Instruct}"
 LOSS="${LOSS:-gmpo}"
 export LOSS

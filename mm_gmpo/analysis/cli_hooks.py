@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from mm_gmpo.analysis.study import QUICK, REPO
+from mm_gmpo.analysis.study import QUICK, REPORT_DIR, RUNS_DIR
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -66,11 +66,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         steps = steps or QUICK["steps"]
         eval_limit = eval_limit or QUICK["eval_limit"]
         eval_every = 0 if eval_every is None else eval_every
-        runs_dir = runs_dir or str(REPO / "runs" / "stability_quick")
+        runs_dir = runs_dir or str(RUNS_DIR.with_name("stability_quick"))
         out_dir = out_dir or str(Path(runs_dir) / "report")
     result = run_study(
-        out_dir=out_dir or REPO / "docs" / "stability",
-        runs_dir=runs_dir or REPO / "runs" / "stability",
+        out_dir=out_dir or REPORT_DIR,
+        runs_dir=runs_dir or RUNS_DIR,
         losses=args.losses,
         seeds=seeds,
         tasks=args.tasks,
@@ -136,6 +136,6 @@ def add_subcommands(subparsers) -> None:
     q.add_argument("--tasks", nargs="+", choices=["text", "vl", "sorted"], default=None, help="default: all")
     q.add_argument("--losses", nargs="+", default=None, help="study arms (LOSS[@EPS]); default: gmpo grpo")
     q.add_argument("--steps", type=int, default=20, help="RL steps per probe run")
-    q.add_argument("--out", default=str(REPO / "docs" / "stability" / "PROBE.md"), help="markdown table")
+    q.add_argument("--out", default=str(REPORT_DIR / "PROBE.md"), help="markdown table")
     q.add_argument("overrides", nargs="*", help="extra section.field=value for every run")
     q.set_defaults(func=cmd_probe)

@@ -28,8 +28,10 @@ from typing import Any
 
 from mm_gmpo.analysis.plots import as_float, load_runs, plot_runs
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "configs"
+# Default folders, relative to the working directory like every other output of mm-gmpo
+# (run from the repository root, the report lands in its docs/stability).
+REPORT_DIR = Path("docs") / "stability"
+RUNS_DIR = Path("runs") / "stability"
 
 # The off-policy stress applied on top of each demo config (see the module docstring).
 STRESS = ["train.ppo_epochs=4", "optim.lr=1e-3"]
@@ -142,12 +144,14 @@ def discover_tasks(wanted: list[str] | None = None) -> tuple[list[Task], dict[st
     ``configs/study_sorted.yaml``, the multi-token text task (each included when the file
     exists and its config validates).
     """
+    from mm_gmpo.resources import configs_dir
     from mm_gmpo.train.config import ConfigError, load_config
 
+    configs = configs_dir()  # the shipped configs: the same from a checkout and an installed package
     candidates = {
-        "text": CONFIGS / "demo_text.yaml",
-        "vl": CONFIGS / "demo_vl.yaml",
-        "sorted": CONFIGS / "study_sorted.yaml",
+        "text": configs / "demo_text.yaml",
+        "vl": configs / "demo_vl.yaml",
+        "sorted": configs / "study_sorted.yaml",
     }
     tasks, skipped = [], {}
     for name, path in candidates.items():
@@ -155,12 +159,12 @@ def discover_tasks(wanted: list[str] | None = None) -> tuple[list[Task], dict[st
             skipped[name] = "not requested: --tasks"
             continue
         if not path.is_file():
-            skipped[name] = f"{path.relative_to(REPO)} does not exist"
+            skipped[name] = f"configs/{path.name} does not exist"
             continue
         try:
             load_config(path, STRESS)
         except (ConfigError, Exception) as exc:  # noqa: B014 - any failure to load leaves the task out
-            skipped[name] = f"{path.relative_to(REPO)} does not load: {exc}"
+            skipped[name] = f"configs/{path.name} does not load: {exc}"
             continue
         tasks.append(Task(name, path))
     return tasks, skipped
@@ -223,7 +227,7 @@ def run_one(
     cmd_path.write_text(json.dumps({"config": str(task.config), "overrides": overrides}, indent=2))
     t0 = time.perf_counter()
     with (run_dir / "train.log").open("w") as log:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
     wall = time.perf_counter() - t0
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     return RunResult(task.name, loss, seed, run_dir, proc.returncode, wall, summary)
@@ -608,15 +612,15 @@ def _load() -> str:
 
 def _rel(p: Path) -> str:
     try:
-        return str(Path(p).resolve().relative_to(REPO))
+        return str(Path(p).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(p)
 
 
 def run_study(
     *,
-    out_dir: str | Path = REPO / "docs" / "stability",
-    runs_dir: str | Path = REPO / "runs" / "stability",
+    out_dir: str | Path = REPORT_DIR,
+    runs_dir: str | Path = RUNS_DIR,
     losses: list[str] | None = None,
     seeds: list[int] | None = None,
     tasks: list[str] | None = None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,11 +47,49 @@ class LoadResult:
 
 
 def default_data_dir() -> Path:
-    """The shared data folder: ``$MM_GMPO_DATA_DIR``, else ``<repo>/../shared/data``."""
-    env = os.environ.get("MM_GMPO_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    """The data folder: ``$MM_GMPO_DATA_DIR``, else the repository's ``data/`` (shipped with
+    the package too). The one resolver: :func:`mm_gmpo.resources.data_dir`."""
+    from mm_gmpo.resources import data_dir
+
+    return data_dir()
+
+
+# Names that can only be files: never taken for a hub id ("geometry3k/train.parquet").
+_FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".arrow")
+_HF_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def looks_like_hf_id(text: str) -> bool:
+    """``owner/name`` (no file suffix): what ``datasets.load_dataset`` takes."""
+    return bool(_HF_ID.fullmatch(text)) and not text.lower().endswith(_FILE_SUFFIXES)
+
+
+def split_hf_source(src: str | Path) -> tuple[str | Path, str | None]:
+    """``owner/name@split`` -> (``owner/name``, ``split``); anything else -> (src, None).
+
+    An existing path is never split, so a file whose name holds an ``@`` still loads.
+    """
+    text = str(src)
+    if isinstance(src, str) and "@" in text and not Path(text).exists():
+        name, split = text.rsplit("@", 1)
+        if looks_like_hf_id(name) and split:
+            return name, split
+    return src, None
+
+
+def resolve_data_source(src: str | Path, data_dir: Path | None = None) -> str | Path:
+    """Where a data argument points: an existing path as given; else a relative path that
+    exists under the data folder (so a config can say ``math/math500.jsonl`` and run from any
+    directory); else ``src`` unchanged (a hub id, or a missing file the loader reports)."""
+    path = Path(src).expanduser()
+    if path.exists() or path.is_absolute() or str(src).startswith(("./", "../", "~")):
+        return src
+    try:
+        root = data_dir if data_dir is not None else default_data_dir()
+    except FileNotFoundError:
+        return src
+    candidate = root / path
+    return candidate if candidate.exists() else src
 
 
 # --------------------------------------------------------------------------- raw row readers
@@ -133,7 +172,9 @@ def _pick_split(obj: Any, split: str | None, where: str) -> Any:
     if split is None:
         if len(obj) == 1:
             return next(iter(obj.values()))
-        raise ValueError(f"{where} holds splits {sorted(obj)}; pass hf_split= to choose one")
+        raise ValueError(
+            f"{where} holds splits {sorted(obj)}; choose one: {where}@{sorted(obj)[0]} (or hf_split=)"
+        )
     if split not in obj:
         raise ValueError(f"{where} has no split {split!r}; available: {sorted(obj)}")
     return obj[split]
@@ -146,10 +187,13 @@ def _iter_rows(
     if fmt == "auto":
         if path.exists():
             fmt = _detect_format(path)
-        elif isinstance(src, str) and not src.startswith((".", "/", "~")) and src.count("/") == 1:
+        elif isinstance(src, str) and looks_like_hf_id(src):
             fmt = "hf"
         else:
-            raise FileNotFoundError(f"no such data file or directory: {src}")
+            raise FileNotFoundError(
+                f"no such data file or directory: {src} (relative paths are looked up in the working "
+                "directory, then in the data folder: $MM_GMPO_DATA_DIR or the repository's data/)"
+            )
     if fmt == "jsonl":
         return _iter_jsonl(path)
     if fmt == "json":
@@ -252,7 +296,9 @@ def load_records_with_report(
     """Read ``src`` into Records and report skipped rows.
 
     ``src`` is a file (.jsonl, .json, .parquet, .arrow), an HF ``save_to_disk`` directory, or an
-    HF dataset id ("owner/name", loaded with ``datasets.load_dataset``). The optional keys
+    HF dataset id ("owner/name", loaded with ``datasets.load_dataset``; ``owner/name@split``
+    picks a split, like ``hf_split``). A relative path that is not in the working directory
+    is looked up in the data folder (:func:`resolve_data_source`). The optional keys
     (choices, images, id) are used when the row has them. Ids default to ``{source}-{row}``
     where ``source`` defaults to the row's ``source`` field, else the file or dataset name.
     Relative image paths resolve against ``image_root`` (default: the file's folder).
@@ -260,6 +306,9 @@ def load_records_with_report(
     """
     if on_bad_record not in ("error", "skip"):
         raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
+    src, at_split = split_hf_source(src)
+    hf_split = hf_split or at_split
+    src = resolve_data_source(src)
     where = str(src)
     path = Path(src)
     # Default source: the file's stem, the directory's name, or the dataset id's name part.

@@ -95,11 +95,30 @@ def _load_generic(path: Path | str, name: str) -> list[Record]:
     silently shrunken benchmark changes the reported score."""
     from mm_gmpo.data.loaders import load_records_with_report
 
-    split = None
-    text = str(path)
-    if "@" in text and not Path(text).exists():  # "owner/name@test": an HF id with its split
-        text, split = text.rsplit("@", 1)
-    return load_records_with_report(text, source=name, on_bad_record="error", hf_split=split).records
+    return load_records_with_report(str(path), source=name, on_bad_record="error").records
+
+
+def _load_geometry3k(path: Path | str) -> list[Record]:
+    """Geometry3K's test split from any published form, as the same canonical records
+    (``data_prep.geometry3k``): a record file made by ``python -m data_prep geometry3k``, an
+    unpacked release folder (Inter-GPS folders or the parquet files), or the hub id
+    ``hiyouga/geometry3k`` (``@split`` picks another split; default ``test``)."""
+    from data_prep import geometry3k
+    from data_prep.common import DataFormatError
+    from mm_gmpo.data.loaders import looks_like_hf_id, split_hf_source
+
+    p = Path(path)
+    if p.is_dir():
+        try:
+            layout = geometry3k.detect_layout(p)
+        except DataFormatError:
+            return _load_generic(path, "geometry3k")  # a save_to_disk folder of records
+        return geometry3k.convert(p, layout, splits=("test",), check_images=False)["test"]
+    if not p.exists():
+        name, split = split_hf_source(str(path))
+        if looks_like_hf_id(str(name)):
+            return geometry3k.read_hub(str(name), split or "test")
+    return _load_generic(path, "geometry3k")
 
 
 def _load_mathvision(path: Path | str) -> list[Record]:
@@ -157,7 +176,11 @@ VL_BENCHMARKS: tuple[Benchmark, ...] = (
         "geometry3k/test.parquet",
         VL_PROTOCOL,
         601,
-        hint="convert the release first: python -m data_prep geometry3k SRC --out-dir <data>/geometry3k",
+        loader=_load_geometry3k,
+        hint="Geometry3K is not shipped: convert it once with `python -m data_prep geometry3k SRC "
+        "--out-dir {data}/geometry3k` (SRC: the Inter-GPS release or hiyouga/geometry3k's parquet "
+        "files), or read the hub copy with --data geometry3k=hiyouga/geometry3k@test; "
+        "--benchmarks mathvision runs on the shipped data",
     ),
     Benchmark(
         "mathvision",
@@ -201,16 +224,20 @@ def benchmark_order(names: list[str]) -> list[str]:
 def resolve_source(bench: Benchmark, data_dir: Path, override: str | None = None) -> str:
     """Where a benchmark is read from: an explicit path / HF id, else ``data_dir/relative_path``.
 
-    A missing default file is an error that says where it was looked for and how to make it.
+    A relative override that is not in the working directory is looked up under ``data_dir``.
+    A missing default file is one line that says where it was looked for and how to make it.
     """
+    from mm_gmpo.data.loaders import resolve_data_source
+
     if override:
-        return override
+        return str(resolve_data_source(override, Path(data_dir)))
     path = Path(data_dir) / bench.relative_path
     if not path.exists():
-        extra = f"; {bench.hint}" if bench.hint else ""
+        if bench.hint:
+            raise FileNotFoundError(f"{bench.name}: {path} not found. {bench.hint.format(data=data_dir)}")
         raise FileNotFoundError(
             f"{bench.name}: {path} not found (set --data-dir / $MM_GMPO_DATA_DIR, "
-            f"or --data {bench.name}=PATH_OR_HF_ID{extra})"
+            f"or --data {bench.name}=PATH_OR_HF_ID)"
         )
     return str(path)
 

@@ -99,7 +99,7 @@ def build_suite_parser(suite: Suite, prog: str) -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         default=None,
-        help="data folder (default: $MM_GMPO_DATA_DIR or <repo>/../shared/data)",
+        help="data folder (default: $MM_GMPO_DATA_DIR, else the repository's data/, shipped with the package)",
     )
     p.add_argument(
         "--data",

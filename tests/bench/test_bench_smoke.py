@@ -19,7 +19,6 @@ REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench"
 HAS_BENCH_VENV = (REPO / ".venv-bench" / "bin" / "python").exists()
 HAS_VLLM_VENV = (REPO / ".venv-vllm" / "bin" / "python").exists()
-HAS_MATH500 = (REPO.parent / "shared" / "data" / "math" / "math500.jsonl").exists()
 
 
 def _run(script: str, out: Path, *args: str, timeout: float = 600) -> dict:
@@ -78,10 +77,7 @@ def test_row3_reference_matches_batched_loss():
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-9)
 
 
-@pytest.mark.skipif(
-    not HAS_MATH500, reason="shared/data/math/math500.jsonl absent (bench_rewards.py reads it)"
-)
-def test_row4_verifier_writes_row(tmp_path):
+def test_row4_verifier_writes_row(tmp_path, data_root):  # bench_rewards.py reads data/math/math500.jsonl
     _run("bench_verifier.py", tmp_path, "--runs", "1", "--rounds", "1")
     row = _row(tmp_path, 4)
     assert row["value"] > 0 and row["baseline_value"] > 0

@@ -1,4 +1,4 @@
-"""Loaders: every format, configurable keys, the bad-record switch, the shared MATH500 file."""
+"""Loaders: every format, configurable keys, the bad-record switch, the shipped MATH500 file."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from mm_gmpo.data import BadRecordError, Record, default_data_dir, load_records, load_records_with_report
+from mm_gmpo.data.loaders import resolve_data_source, split_hf_source
 from mm_gmpo.data.record_io import write_records
 
 ROWS = [
@@ -216,14 +217,61 @@ def test_data_dir_env_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setenv("MM_GMPO_DATA_DIR", str(tmp_path))
     assert default_data_dir() == tmp_path
     monkeypatch.delenv("MM_GMPO_DATA_DIR")
-    assert default_data_dir().parts[-2:] == ("shared", "data")
+    # Unset: the repository's data/, reached through the package (mm_gmpo/_data links to it).
+    repo_data = Path(__file__).resolve().parents[2] / "data"
+    assert default_data_dir() == repo_data.resolve()
+    assert (repo_data / "math" / "math500.jsonl").is_file()
 
 
-def test_math500_from_shared_data() -> None:
-    path = default_data_dir() / "math" / "math500.jsonl"
-    if not path.exists():
-        pytest.fail(f"shared data not present at {path} (set MM_GMPO_DATA_DIR)")
-    records = load_records(path)
+def test_math500_from_the_shipped_data(data_root: Path) -> None:
+    records = load_records(data_root / "math" / "math500.jsonl")
     assert len(records) == 500
     assert len({r.id for r in records}) == 500
     assert all(r.problem.strip() and isinstance(r.answer, str) and r.answer for r in records)
+
+
+def test_relative_paths_fall_back_to_the_data_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A config's ``math/x.jsonl`` is read from the working directory when it is there, else
+    from the data folder, so the same config runs from any directory."""
+    data, work = tmp_path / "data", tmp_path / "work"
+    (data / "math").mkdir(parents=True)
+    (work / "math").mkdir(parents=True)
+    (data / "math" / "x.jsonl").write_text('{"problem": "from data", "answer": "1"}\n')
+    monkeypatch.setenv("MM_GMPO_DATA_DIR", str(data))
+    monkeypatch.chdir(work)
+    assert resolve_data_source("math/x.jsonl") == data / "math" / "x.jsonl"
+    assert [r.problem for r in load_records("math/x.jsonl")] == ["from data"]
+    (work / "math" / "x.jsonl").write_text('{"problem": "from here", "answer": "1"}\n')
+    assert [r.problem for r in load_records("math/x.jsonl")] == ["from here"]
+    # Explicitly relative or absolute paths never move.
+    (work / "math" / "x.jsonl").unlink()
+    assert resolve_data_source("./math/x.jsonl") == "./math/x.jsonl"
+    with pytest.raises(FileNotFoundError, match="then in the data folder"):
+        load_records("./math/x.jsonl")
+
+
+def test_file_names_are_never_hub_ids_and_ids_take_a_split(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import datasets
+
+    monkeypatch.setenv("MM_GMPO_DATA_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    asked = []
+
+    def fake_load_dataset(path, name=None, split=None, **kwargs):
+        asked.append((path, split))
+        rows = {"problem": ["p"], "answer": ["a"]}
+        if split is None:
+            return datasets.DatasetDict({s: datasets.Dataset.from_dict(rows) for s in ("test", "train")})
+        return datasets.Dataset.from_dict(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    # "geometry3k/train.parquet" (not converted yet) is a missing file, not a dataset to download.
+    with pytest.raises(FileNotFoundError, match="geometry3k/train.parquet"):
+        load_records("geometry3k/train.parquet")
+    assert asked == []
+    assert split_hf_source("owner/name@train") == ("owner/name", "train")
+    assert split_hf_source("math/x.jsonl@train") == ("math/x.jsonl@train", None)
+    assert [r.id for r in load_records("owner/name@train")] == ["name-0"]
+    assert asked == [("owner/name", "train")]
+    with pytest.raises(ValueError, match=r"owner/name@test"):  # the error says how to choose
+        load_records("owner/name")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,13 +76,3 @@ class Images:
 @pytest.fixture
 def images() -> type[Images]:
     return Images
-
-
-@pytest.fixture
-def shipped_data_dir() -> Path:
-    """The data shipped beside the repo; its absence is a failure, not a skip (CI ships it)."""
-    from data_prep.common import shared_data_dir
-
-    path = shared_data_dir()
-    assert (path / "mathvision" / "testmini.jsonl").is_file(), f"shipped data not found at {path}"
-    return path

@@ -199,3 +199,87 @@ def test_failure_keeps_previous_output(folders, tmp_path):
     (folders / "val" / "2101" / "img_diagram.png").unlink()
     assert main(["geometry3k", str(folders), "--out-dir", str(out)]) == 2
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+# ------------------------------------------- every published form, by path or hub id, where it is read
+
+
+@pytest.fixture
+def offline_hub(tmp_path, problems, monkeypatch):
+    """``datasets.load_dataset("hiyouga/geometry3k", ...)`` served from a local copy of the hub
+    layout (the tests never reach the hub): the same parquet files the hub holds."""
+    import datasets
+
+    root = _write_parquet(tmp_path / "hub_copy", problems, "hub")
+    files = {s: str(p[0]) for s, p in geometry3k.find_parquet_files(root).items()}
+    real = datasets.load_dataset
+    asked: list[tuple[str, str | None]] = []
+
+    def load_dataset(path, name=None, split=None, **kwargs):
+        if path != geometry3k.HUB_ID:
+            return real(path, name, split=split, **kwargs)
+        asked.append((path, split))
+        return real("parquet", data_files=files, split=split)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return asked
+
+
+def _common_fields(records) -> list[dict]:
+    return [{f: getattr(r, f) for f in SHARED_FIELDS} for r in records]
+
+
+def test_hub_id_gives_the_converted_records(folders, offline_hub):
+    expected = geometry3k.convert(folders)
+    for split in ("train", "validation", "test"):
+        assert _common_fields(geometry3k.read_hub(geometry3k.HUB_ID, split)) == _common_fields(
+            expected[split]
+        )
+    assert offline_hub == [(geometry3k.HUB_ID, s) for s in ("train", "validation", "test")]
+
+
+def test_eval_reads_geometry3k_in_every_form(folders, offline_hub, tmp_path):
+    """``eval geometry``'s source: a converted file, the unpacked release, or the hub id
+    (test split by default, ``@split`` for another) all give the same records."""
+    from mm_gmpo.evaluation.benchmarks import get_benchmark, load_benchmark
+
+    bench = get_benchmark("geometry3k")
+    converted = tmp_path / "data" / "geometry3k"
+    assert main(["geometry3k", str(folders), "--out-dir", str(converted)]) == 0
+    expected = _common_fields(geometry3k.convert(folders)["test"])
+    for source in (converted / "test.parquet", folders, "hiyouga/geometry3k", "hiyouga/geometry3k@test"):
+        _, records = load_benchmark(bench, tmp_path / "no_data_dir", str(source))
+        assert _common_fields(records) == expected, source
+    _, validation = load_benchmark(bench, tmp_path, "hiyouga/geometry3k@validation")
+    assert [r.id for r in validation] == ["geometry3k-2101", "geometry3k-2102"]
+    # The default path (data/geometry3k/test.parquet under the data folder) is the converted file.
+    _, default = load_benchmark(bench, tmp_path / "data")
+    assert _common_fields(default) == expected
+
+
+def test_vl_recipe_trains_from_the_hub_id_or_the_converted_file(folders, offline_hub, tmp_path, monkeypatch):
+    """``data.train`` of the VL recipe: the converted file under the data folder (the config's
+    own relative path) or ``hiyouga/geometry3k@train``, read by the trainer's loader."""
+    from mm_gmpo.data.loaders import load_records_with_report
+    from mm_gmpo.resources import config_path
+    from mm_gmpo.train.config import load_config
+
+    def load_records(source: str, cfg) -> list:  # as the trainer reads data.train
+        keys = {"question_key": cfg.data.question_key, "answer_key": cfg.data.answer_key}
+        return load_records_with_report(source, **keys, on_bad_record=cfg.data.on_bad_record).records
+
+    assert main(["geometry3k", str(folders), "--out-dir", str(tmp_path / "data" / "geometry3k")]) == 0
+    monkeypatch.setenv("MM_GMPO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path / "data" / "geometry3k")  # not where the config's path starts
+    expected = geometry3k.convert(folders)["train"]
+    recipe = config_path("paper_vl_gmpo_geo3k.yaml")
+    cfg = load_config(recipe)
+    assert cfg.data.train == "geometry3k/train.parquet"
+    assert _common_fields(load_records(cfg.data.train, cfg)) == _common_fields(expected)
+
+    cfg = load_config(recipe, ["data.train=hiyouga/geometry3k@train"])
+    records = load_records(cfg.data.train, cfg)
+    assert offline_hub[-1] == (geometry3k.HUB_ID, "train")
+    # The hub rows as published: the same diagrams and answers, one <image> per problem.
+    assert [(r.images, r.answer) for r in records] == [(r.images, r.answer) for r in expected]
+    assert all(r.problem.count("<image>") == 1 for r in records)

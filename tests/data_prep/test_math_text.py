@@ -74,9 +74,9 @@ def test_wrong_keys_named(tmp_path):
     assert main(["math", str(path), "--out-dir", str(out)]) == 2 and not out.exists()
 
 
-def test_shipped_math_sets_convert(shipped_data_dir, tmp_path):
-    files = sorted((shipped_data_dir / "math").glob("*.jsonl"))
-    assert len(files) == 7
+def test_shipped_math_sets_convert(data_root, tmp_path):
+    files = sorted((data_root / "math").glob("*.jsonl"))
+    assert len(files) == 6  # five evaluation suites and the training set
     out = tmp_path / "math"
     assert main(["math", *map(str, files), "--out-dir", str(out)]) == 0
     for f in files:

@@ -20,19 +20,16 @@ def _raw_rows(data_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory) -> tuple[Path, list]:
-    """The shipped testmini through the CLI (default source: the shared data folder)."""
-    from data_prep.common import shared_data_dir
-
-    assert (shared_data_dir() / "mathvision" / "testmini.jsonl").is_file(), "shipped data missing"
+def converted(tmp_path_factory, data_root) -> tuple[Path, list]:
+    """The shipped testmini through the CLI (default source: the data folder's mathvision/)."""
     out = tmp_path_factory.mktemp("mv") / "mathvision.parquet"
     assert main(["mathvision", "--out", str(out)]) == 0
     return out, read_records(out)
 
 
-def test_testmini_converts_completely(converted, shipped_data_dir):
+def test_testmini_converts_completely(converted, data_root):
     _, records = converted
-    raw = _raw_rows(shipped_data_dir)
+    raw = _raw_rows(data_root)
     assert len(records) == len(raw) == 304
     assert len({r.id for r in records}) == 304
     assert all(r.problem.count("<image>") == len(r.images) == 1 for r in records)
@@ -45,10 +42,10 @@ def test_testmini_converts_completely(converted, shipped_data_dir):
             assert rec.choices == row["options"]
 
 
-def test_every_image_decodes_and_round_trips_byte_exactly(converted, shipped_data_dir):
+def test_every_image_decodes_and_round_trips_byte_exactly(converted, data_root):
     _, records = converted
     for rec in records:
-        original = (shipped_data_dir / "mathvision" / rec.metadata["image_file"]).read_bytes()
+        original = (data_root / "mathvision" / rec.metadata["image_file"]).read_bytes()
         assert rec.images[0] == original
         assert load_image_rgb(rec.images[0]).mode == "RGB"
 

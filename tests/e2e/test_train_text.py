@@ -77,11 +77,11 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, monkeypatch):
 
 def test_demo_task_reward_rises_and_every_parameter_moves(tmp_path):
     """The demo recipe, shortened: RL after the warm-start raises the training reward."""
-    from mm_gmpo.cli import REPO_CONFIGS
+    from mm_gmpo.resources import config_path
 
     out = tmp_path / "demo"
     cfg = load_config(
-        REPO_CONFIGS / "demo_text.yaml",
+        config_path("demo_text.yaml"),
         [
             f"train.output_dir={out}",
             "train.progress=false",

@@ -125,7 +125,19 @@ def test_missing_geometry3k_data_is_a_clear_error(tmp_path, capsys):
     )
     assert code == 2
     err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err  # one line: what is missing and the ways out
     assert "geometry3k/test.parquet not found" in err and "data_prep geometry3k" in err
+    assert "hiyouga/geometry3k@test" in err and "--benchmarks mathvision" in err
+
+
+def test_mathvision_runs_on_the_shipped_data_by_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MM_GMPO_DATA_DIR", raising=False)
+    out = tmp_path / "mv"
+    argv = ["--backend", "ground-truth", "--benchmarks", "mathvision", "--limit", "6", "--n", "1"]
+    assert main_geometry([*argv, "--out", str(out), "--no-progress"]) == 0
+    header, rows = read_predictions(out / "mathvision.jsonl")
+    assert header["source"].endswith("mathvision/testmini.jsonl") and len(rows) == 6
+    assert "| mv | 100.0 | 100.0 |" in capsys.readouterr().out
 
 
 def test_wrong_suite_and_backend_errors(tmp_path, capsys):

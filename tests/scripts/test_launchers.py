@@ -31,7 +31,7 @@ H = _load_helpers()
 REPO, SCRIPTS = H.REPO, H.SCRIPTS
 
 # scripts/ files that are not launchers (environment set-up and the shared library).
-NOT_LAUNCHERS = {"setup_env.sh", "setup_vllm_env.sh", "test_vllm.sh", "launch_lib.sh"}
+NOT_LAUNCHERS = {"setup_env.sh", "setup_vllm_env.sh", "setup_lib.sh", "test_vllm.sh", "launch_lib.sh"}
 # Each launcher and the test that dry-runs it; a new script without one fails below.
 DRY_RUN_TESTS = {
     "train_text_gmpo.sh": "test_text_dry_run_is_the_paper_recipe",
@@ -278,11 +278,7 @@ def test_real_run_refuses_a_missing_data_file(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ evaluation
 
 
-def test_eval_math_dry_run_uses_the_paper_protocol() -> None:
-    from mm_gmpo.data.loaders import default_data_dir
-
-    if not (default_data_dir() / "math").is_dir():
-        pytest.fail("shared math data not found (set MM_GMPO_DATA_DIR)")
+def test_eval_math_dry_run_uses_the_paper_protocol(data_root: Path) -> None:
     proc = H.run_script("eval_math.sh", "--dry-run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (

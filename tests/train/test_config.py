@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mm_gmpo.cli import REPO_CONFIGS, main
+from mm_gmpo.cli import main
+from mm_gmpo.resources import configs_dir
 from mm_gmpo.train.config import ConfigError, describe, load_config
 
 
@@ -47,7 +48,9 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_shipped_configs_validate():
-    for path in sorted(REPO_CONFIGS.glob("*.yaml")):
+    paths = sorted(configs_dir().glob("*.yaml"))
+    assert {"demo_text.yaml", "demo_vl.yaml", "paper_text_gmpo.yaml"} <= {p.name for p in paths}
+    for path in paths:
         load_config(path)
 
 
@@ -57,7 +60,7 @@ def test_every_field_has_help():
 
 
 def test_cli_reports_config_errors_without_a_traceback(capsys):
-    assert main(["train", str(REPO_CONFIGS / "demo_text.yaml"), "optim.lrr=1"]) == 2
+    assert main(["train", str(configs_dir() / "demo_text.yaml"), "optim.lrr=1"]) == 2
     assert "optim.lrr" in capsys.readouterr().err
 
 

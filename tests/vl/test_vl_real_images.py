@@ -7,26 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from mm_gmpo.data.loaders import default_data_dir
 from mm_gmpo.rollout.base import SamplingSettings
 from mm_gmpo.rollout.hf import HFGenerateEngine
 from mm_gmpo.vl.model import load_vl_processor
 from mm_gmpo.vl.path import VLPolicyPath
 
 
-def mathvision_dir() -> Path:
-    root = default_data_dir()
-    return root / "mathvision"
-
-
 @pytest.fixture(scope="module")
-def real_records():
-    src = mathvision_dir()
-    if not (src / "testmini.jsonl").is_file():
-        pytest.fail(f"MathVision sample not found at {src} (set MM_GMPO_DATA_DIR)")
+def real_records(data_root: Path):
     from data_prep.mathvision import convert
 
-    return convert(src, check_images=False)[:16]
+    return convert(data_root / "mathvision", check_images=False)[:16]
 
 
 def test_sixteen_real_records_collate_generate_and_match(real_records, vl_dir, vl_model, stop) -> None:
