@@ -442,15 +442,9 @@ def _arm_text(arm: Arm) -> str:
     )
 
 
-def write_report(
-    out_dir: Path,
-    results: list[RunResult],
-    rows: list[dict[str, Any]],
-    figures: dict[str, list[Path]],
-    skipped: dict[str, str],
-    settings: dict[str, Any],
-) -> Path:
-    lines = [
+def _setting_lines(settings: dict[str, Any], skipped: dict[str, str], n_results: int) -> list[str]:
+    """The report's header and "Setting" section: what ran, under which stress, on what machine."""
+    return [
         "# Stability study: GMPO vs GRPO on the CPU demo tasks",
         "",
         "Written by `" + settings["command"] + "` (do not edit by hand; rerun the command).",
@@ -487,7 +481,7 @@ def write_report(
         f"(1-min load average {settings['load'][0]} at the start, {settings['load'][1]} at the end: "
         "other work on the machine stretches the time)"
         + (
-            f"; {settings['reused']} of {len(results)} runs were finished by an earlier invocation and "
+            f"; {settings['reused']} of {n_results} runs were finished by an earlier invocation and "
             "reused (`--reuse`), their times are in the Runs table."
             if settings.get("reused")
             else "."
@@ -500,6 +494,12 @@ def write_report(
         f"accuracy ends more than {COLLAPSE_DROP:.2f} below its value before RL or below its best "
         "evaluation during the run (a collapse of accuracy).",
         "",
+    ]
+
+
+def _result_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The "Result" section: verdicts, then one table row per task and loss."""
+    lines = [
         "## Result",
         "",
         *[f"- {v}" for v in verdicts(rows)],
@@ -524,6 +524,14 @@ def write_report(
             f"{_fmt(r['log_ratio_min'])} | {_fmt(r['log_ratio_max'])} | {_fmt(r['range_p90'])} | {live} | {acc} | {_fmt(r['eval_after_median'], '.3f')} | "
             f"{_fmt(r['entropy_first'], '.3f')} → {_fmt(r['entropy_last'], '.3f')} | {_fmt(r['clip_frac'], '.3f')} | {div} |"
         )
+    return lines
+
+
+def _runs_and_figures_lines(
+    results: list[RunResult], figures: dict[str, list[Path]], smooth: int
+) -> list[str]:
+    """The "Runs" table and the "Figures" section with a caption per figure."""
+    lines: list[str] = []
     lines += [
         "",
         "## Runs",
@@ -552,12 +560,21 @@ def write_report(
         lines.append("")
         for p in sorted(paths, key=lambda q: order.get(q.stem.removeprefix(f"{task}_"), 9)):
             key = p.stem.removeprefix(f"{task}_")
-            lines.append(captions.get(key, key).format(w=settings["smooth"]))
+            lines.append(captions.get(key, key).format(w=smooth))
             lines.append("")
             lines.append(f"![{task} {key}]({p.name})")
             lines.append("")
-    out = out_dir / "REPORT.md"
-    out.write_text("\n".join(lines).rstrip() + "\n")
+    return lines
+
+
+def _write_results_json(
+    out_dir: Path,
+    results: list[RunResult],
+    rows: list[dict[str, Any]],
+    skipped: dict[str, str],
+    settings: dict[str, Any],
+) -> None:
+    """The machine-readable twin of the report."""
     (out_dir / "results.json").write_text(
         json.dumps(
             {
@@ -581,6 +598,24 @@ def write_report(
             default=str,
         )
     )
+
+
+def write_report(
+    out_dir: Path,
+    results: list[RunResult],
+    rows: list[dict[str, Any]],
+    figures: dict[str, list[Path]],
+    skipped: dict[str, str],
+    settings: dict[str, Any],
+) -> Path:
+    lines = [
+        *_setting_lines(settings, skipped, len(results)),
+        *_result_lines(rows),
+        *_runs_and_figures_lines(results, figures, settings["smooth"]),
+    ]
+    out = out_dir / "REPORT.md"
+    out.write_text("\n".join(lines).rstrip() + "\n")
+    _write_results_json(out_dir, results, rows, skipped, settings)
     return out
 
 
@@ -615,6 +650,41 @@ def _rel(p: Path) -> str:
         return str(Path(p).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(p)
+
+
+def _task_figures(
+    found: list[Task], results: list[RunResult], out_dir: Path, smooth: int
+) -> dict[str, list[Path]]:
+    """Overlay figures of each task's runs (runs that left no metrics are left out)."""
+    figures: dict[str, list[Path]] = {}
+    for task in found:
+        dirs = [r.run_dir for r in results if r.task == task.name and (r.run_dir / "metrics.jsonl").is_file()]
+        if dirs:
+            figures[task.name] = plot_runs(
+                dirs,
+                out_dir,
+                prefix=f"{task.name}_",
+                smooth_window=smooth,
+                title=f"{task.name} task, off-policy stress",
+            )
+    return figures
+
+
+def _task_setup(found: list[Task], extra: list[str], steps: int | None) -> dict[str, dict[str, Any]]:
+    """Per task: optimizer steps per batch and learning rate, from its config and under the stress."""
+    from mm_gmpo.train.config import load_config
+
+    task_setup = {}
+    for task in found:
+        base, stressed = load_config(task.config), load_config(task.config, [*STRESS, *extra])
+        task_setup[task.name] = {
+            "updates": base.train.ppo_epochs * base.train.mini_batches,
+            "stressed_updates": stressed.train.ppo_epochs * stressed.train.mini_batches,
+            "lr": base.optim.lr,
+            "stressed_lr": stressed.optim.lr,
+            "steps": steps if steps is not None else base.train.steps,
+        }
+    return task_setup
 
 
 def run_study(
@@ -663,29 +733,8 @@ def run_study(
     for res in results:
         res.stats = run_stats(res)
     rows = summarize(results)
-    figures: dict[str, list[Path]] = {}
-    for task in found:
-        dirs = [r.run_dir for r in results if r.task == task.name and (r.run_dir / "metrics.jsonl").is_file()]
-        if dirs:
-            figures[task.name] = plot_runs(
-                dirs,
-                out_dir,
-                prefix=f"{task.name}_",
-                smooth_window=smooth,
-                title=f"{task.name} task, off-policy stress",
-            )
-    from mm_gmpo.train.config import load_config
-
-    task_setup = {}
-    for task in found:
-        base, stressed = load_config(task.config), load_config(task.config, [*STRESS, *extra])
-        task_setup[task.name] = {
-            "updates": base.train.ppo_epochs * base.train.mini_batches,
-            "stressed_updates": stressed.train.ppo_epochs * stressed.train.mini_batches,
-            "lr": base.optim.lr,
-            "stressed_lr": stressed.optim.lr,
-            "steps": steps if steps is not None else base.train.steps,
-        }
+    figures = _task_figures(found, results, out_dir, smooth)
+    task_setup = _task_setup(found, extra, steps)
     settings = {
         "command": command,
         "tasks": [t.name for t in found],
