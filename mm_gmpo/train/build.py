@@ -211,7 +211,9 @@ def build_run(cfg: Config) -> Run:
     if torch.cuda.is_available():
         model = model.to(f"cuda:{dist.local_rank()}")
     engine = make_engine(cfg, model)
-    path = vl_path or TextPolicyPath(tokenizer, cfg.data.template, cfg.data.max_prompt_len)
+    path = vl_path or TextPolicyPath(
+        tokenizer, cfg.data.template, cfg.data.max_prompt_len, cfg.train.logit_chunk
+    )
     pad = path.pad_id
     if cfg.rollout.engine == "vllm":
         from mm_gmpo.rollout.vllm import build_vllm_engine

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mm_gmpo.train.logprobs import DEFAULT_LOGIT_CHUNK
 from mm_gmpo.vl.model import EASYR1_MAX_PIXELS, EASYR1_MIN_PIXELS, load_vl_model, load_vl_processor
 from mm_gmpo.vl.path import VLPolicyPath
 
@@ -71,5 +72,6 @@ def build_vl_components(
         trust_remote_code=trust,
     )
     template = getattr(cfg.data, "template", "geometry") or "geometry"
-    path = VLPolicyPath(processor, model, template, int(cfg.data.max_prompt_len))
+    chunk = getattr(getattr(cfg, "train", None), "logit_chunk", DEFAULT_LOGIT_CHUNK)
+    path = VLPolicyPath(processor, model, template, int(cfg.data.max_prompt_len), logit_chunk=int(chunk))
     return model, processor, path, path.generate_collate()
