@@ -68,7 +68,13 @@ class TextPolicyPath:
             "position_ids": batch.position_ids,  # [B, P+R]
         }
         return response_logp(
-            model, inputs, batch.response_ids, temperature, chunk=self.logit_chunk, with_entropy=with_entropy
+            model,
+            inputs,
+            batch.response_ids,
+            temperature,
+            chunk=self.logit_chunk,
+            with_entropy=with_entropy,
+            mask=batch.response_mask,  # [B, R]
         )
 
     def decode(self, rollout: Rollout) -> list[str]:

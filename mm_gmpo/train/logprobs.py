@@ -8,18 +8,21 @@ Here the model returns only its final hidden states; the LM head, the sampled to
 and the entropy are computed ``chunk`` positions at a time, and each chunk is recomputed in
 backward, so at most one chunk's vocabulary-wide tensors exist at a time.
 
-Per chunk: a non-reentrant ``torch.utils.checkpoint`` around [LM head -> :class:`_SampledLogProb`].
-
-* The checkpoint keeps only its inputs (a view of the hidden states and the ids) between forward
-  and backward; the LM head is called as a module in both passes, so DeepSpeed ZeRO-3's
-  parameter gathering hooks fire (and tied embeddings receive their gradient through it).
-* :class:`_SampledLogProb` takes the logits and returns log p(sampled token) with the softmax
-  gradient written in closed form, ``dlogp/dz = onehot - softmax(z)``: its backward builds one
-  float32 chunk tensor (the softmax, turned in place into the gradient) where autograd through
-  ``log_softmax`` + ``gather`` keeps the log-softmax output and builds the gather's scatter, the
-  log-softmax gradient and the division's gradient, one float32 chunk tensor each. That is the
-  lower peak, and less memory traffic.
-* The entropy is a no-grad by-product of the forward; the backward's recomputation skips it.
+* Chunks run over the flattened real response tokens of the micro-batch (padding is skipped),
+  so a chunk's size does not grow with the number of rows a token-budget micro-batch holds.
+* Per chunk: a non-reentrant ``torch.utils.checkpoint`` around [LM head -> :class:`_SampledLogProb`].
+  It keeps only its inputs (the chunk's hidden states and ids) between forward and backward; the
+  LM head is called as a module in both passes, so DeepSpeed ZeRO-3's parameter gathering hooks
+  fire (and tied embeddings receive their gradient through it).
+* :class:`_SampledLogProb` returns log p(sampled token) with the softmax gradient written in
+  closed form, ``dlogp/dz = onehot - softmax(z)``: its backward builds one float32 chunk tensor
+  (the softmax, turned in place into the gradient), where autograd through ``log_softmax`` +
+  ``gather`` keeps the log-softmax output and builds the gather's scatter, the log-softmax
+  gradient and the division's gradient, one float32 chunk tensor each. That is the lower peak
+  of the two choices, and less memory traffic (a checkpoint around plain autograd ops would
+  recompute and keep all of those).
+* The forward pass computes the chunk's log-sum-exp and (no grad) its entropy; the backward's
+  recomputation reuses that [c] log-sum-exp and only rebuilds the logits.
 """
 
 from __future__ import annotations
@@ -64,26 +67,39 @@ def final_hidden_states(model: nn.Module, inputs: dict[str, Any], width_r: int) 
     return hidden[:, -(width_r + 1) : -1]  # [B, R, H]: position P-1+t predicts response token t
 
 
-def _scaled_logits(
-    logits: torch.Tensor, temperature: float, banned: torch.Tensor | None, copy: bool
+def _picked_logits(
+    logits: torch.Tensor, ids: torch.Tensor, temperature: float, banned: torch.Tensor | None
 ) -> torch.Tensor:
-    """logits -> float32 z = (logits, banned ones set to BANNED_LOGIT) / T, as the sampler scored them."""
-    z = logits.float()  # [B, c, V]
-    if banned is None and not (temperature > 0 and temperature != 1.0):
-        return z.clone() if copy and z is logits else z
-    if z is logits:
-        z = z.clone()  # never write into the caller's logits
+    """z of the sampled ids [B, c]: their logits (BANNED_LOGIT if banned) / T, in float32."""
+    picked = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1).float()  # [B, c]
     if banned is not None:
-        z.index_fill_(-1, banned, BANNED_LOGIT)
-    if temperature > 0 and temperature != 1.0:
-        z.div_(temperature)
-    return z
+        picked = picked.masked_fill(torch.isin(ids, banned), BANNED_LOGIT)
+    return picked / temperature if _scales(temperature) else picked
+
+
+def _scales(temperature: float) -> bool:
+    return temperature > 0 and temperature != 1.0
+
+
+class _ChunkState:
+    """What one chunk's first (forward) call leaves for the backward's recomputation.
+
+    The checkpoint calls the chunk twice: in forward, and in backward to rebuild the logits. The
+    first call computes the log-sum-exp and the entropy; the second reuses that log-sum-exp (a
+    [B, c] tensor) instead of another pass over the vocabulary, and skips the entropy.
+    """
+
+    def __init__(self, entropies: list[torch.Tensor] | None) -> None:
+        self.lse: torch.Tensor | None = None  # [B, c]
+        self.entropies = entropies
 
 
 class _SampledLogProb(torch.autograd.Function):
-    """log softmax(z)[sampled id] with its gradient in closed form (see the module docstring).
+    """log softmax(z)[sampled id], z = logits / T, with its gradient in closed form.
 
-    Saves the chunk's logits (the LM head's output, in the model's dtype) and its log-sum-exp.
+    Saves the chunk's logits (the LM head's output, in the model's dtype) and the [B, c]
+    log-sum-exp; the backward builds one float32 [B, c, V] tensor, the softmax, and turns it into
+    the gradient in place: d logp / d z = onehot(id) - softmax(z).
     """
 
     @staticmethod
@@ -93,32 +109,43 @@ class _SampledLogProb(torch.autograd.Function):
         ids: torch.Tensor,  # [B, c]
         temperature: float,
         banned: torch.Tensor | None,  # [n_banned]
-        entropy_out: list[torch.Tensor],
+        state: _ChunkState,
     ) -> torch.Tensor:
-        z = _scaled_logits(logits, temperature, banned, copy=False)  # [B, c, V] float32
-        lse = torch.logsumexp(z, dim=-1)  # [B, c]
-        logp = z.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - lse  # [B, c]
-        if entropy_out is not None:
-            # H = lse - sum_v p_v z_v; the dot product avoids a second [B, c, V] temporary.
-            p = (z - lse.unsqueeze(-1)).exp_()  # [B, c, V]
-            dot = (p.unsqueeze(-2) @ z.unsqueeze(-1)).squeeze(-1).squeeze(-1)  # [B, c]
-            entropy_out.append(lse - dot)
+        if state.lse is None:
+            z = logits.float()  # [B, c, V] (the logits themselves when they are float32)
+            if banned is not None or _scales(temperature):
+                z = z.clone() if z is logits else z  # never write into the logits
+                if banned is not None:
+                    z.index_fill_(-1, banned, BANNED_LOGIT)
+                if _scales(temperature):
+                    z.div_(temperature)
+            top = z.amax(dim=-1, keepdim=True)  # [B, c, 1]
+            exp = torch.sub(z, top).exp_()  # [B, c, V] unnormalised softmax
+            total = exp.sum(dim=-1)  # [B, c]
+            state.lse = top.squeeze(-1) + total.log()  # [B, c]
+            if state.entropies is not None:
+                # H = lse - sum_v p_v z_v; a dot product, not a second [B, c, V] temporary.
+                dot = (exp.unsqueeze(-2) @ z.unsqueeze(-1)).squeeze(-1).squeeze(-1)  # [B, c]
+                state.entropies.append(state.lse - dot / total)
+            del z, exp
+        lse = state.lse  # [B, c]
         ctx.temperature = temperature
         ctx.save_for_backward(logits, ids, lse, banned)
-        return logp
+        return _picked_logits(logits, ids, temperature, banned) - lse  # [B, c]
 
     @staticmethod
     def backward(ctx: Any, grad_logp: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # grad_logp [B, c]
         logits, ids, lse, banned = ctx.saved_tensors
-        temperature = ctx.temperature
-        grad = _scaled_logits(logits, temperature, banned, copy=True)  # [B, c, V]
-        grad.sub_(lse.unsqueeze(-1)).exp_()  # softmax(z)
-        grad.mul_(-grad_logp.unsqueeze(-1))  # -g * p
-        grad.scatter_add_(-1, ids.unsqueeze(-1), grad_logp.unsqueeze(-1))  # + g at the sampled id
+        inv_t = 1.0 / ctx.temperature if _scales(ctx.temperature) else 1.0
+        # softmax(z) = exp(logits / T - lse), float32 whatever the logits' dtype
+        grad = torch.add(lse.neg().unsqueeze(-1), logits, alpha=inv_t).exp_()  # [B, c, V]
+        if banned is not None:
+            grad.index_fill_(-1, banned, 0.0)  # a banned token's probability is 0
+        scaled = grad_logp * inv_t  # [B, c] d loss / d logp, through z = logits / T
+        grad.mul_(scaled.neg().unsqueeze(-1))  # -g p
+        grad.scatter_add_(-1, ids.unsqueeze(-1), scaled.unsqueeze(-1))  # + g at the sampled id
         if banned is not None:
             grad.index_fill_(-1, banned, 0.0)  # banned logits are constants
-        if temperature > 0 and temperature != 1.0:
-            grad.div_(temperature)
         return grad.to(logits.dtype), None, None, None, None
 
 
@@ -130,39 +157,49 @@ def chunked_logp_and_entropy(
     chunk: int,
     with_entropy: bool = True,
     banned_ids: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs [B, R] (and entropy [B, R], no grad) of ``response_ids`` [B, R] from ``hidden`` [B, R, H].
 
     Equal to :func:`response_logp_and_entropy` on ``lm_head(hidden)`` (with ``banned_ids`` set to
     ``BANNED_LOGIT`` first), values and gradients, but never holds more than ``chunk`` positions
-    of vocabulary-wide tensors.
+    of vocabulary-wide tensors. Chunks run over the flattened (row, position) pairs, so their size
+    does not grow with the rows of a micro-batch; with ``mask`` [B, R] only the response's real
+    tokens are scored (padding gets log-prob and entropy 0, and costs no LM-head work).
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    width_r = response_ids.shape[1]
+    batch, width_r, _ = hidden.shape
+    if mask is None:
+        mask = torch.ones(batch, width_r, dtype=torch.bool, device=hidden.device)  # [B, R]
+    rows, cols = mask.bool().nonzero(as_tuple=True)  # [N] each: the positions to score
+    flat_hidden = hidden[rows, cols]  # [N, H]
+    flat_ids = response_ids[rows, cols]  # [N]
     track = torch.is_grad_enabled() and (
         hidden.requires_grad or any(p.requires_grad for p in lm_head.parameters())
     )
     logps: list[torch.Tensor] = []
     entropies: list[torch.Tensor] = []
-    for start in range(0, width_r, chunk):
-        h = hidden[:, start : start + chunk]  # [B, c, H]
-        ids = response_ids[:, start : start + chunk]  # [B, c]
-        first_pass = [True]
+    for start in range(0, flat_ids.shape[0], chunk):
+        h = flat_hidden[start : start + chunk]  # [c, H]
+        ids = flat_ids[start : start + chunk]  # [c]
+        state = _ChunkState(entropies if with_entropy else None)
 
-        def score(h: torch.Tensor, ids: torch.Tensor, first_pass: list[bool] = first_pass) -> torch.Tensor:
-            # Entropy on the forward pass only: the backward's recomputation has no use for it.
-            sink = entropies if (with_entropy and first_pass[0]) else None
-            first_pass[0] = False
-            return _SampledLogProb.apply(lm_head(h), ids, temperature, banned_ids, sink)
+        def score(h: torch.Tensor, ids: torch.Tensor, state: _ChunkState = state) -> torch.Tensor:
+            return _SampledLogProb.apply(lm_head(h), ids, temperature, banned_ids, state)  # [c]
 
         if track:
             logps.append(checkpoint(score, h, ids, use_reentrant=False))
         else:
             with torch.no_grad():
                 logps.append(score(h, ids))
-    logp = torch.cat(logps, dim=1)  # [B, R]
-    entropy = torch.cat(entropies, dim=1).detach() if with_entropy else None  # [B, R]
+    empty = hidden.new_zeros(batch, width_r, dtype=torch.float32)  # [B, R]
+    flat_logp = torch.cat(logps) if logps else empty.new_zeros(0)  # [N]
+    logp = empty.index_put((rows, cols), flat_logp)  # [B, R]
+    entropy = None
+    if with_entropy:
+        flat_entropy = torch.cat(entropies) if entropies else empty.new_zeros(0)  # [N]
+        entropy = empty.index_put((rows, cols), flat_entropy.detach())  # [B, R]
     return logp, entropy
 
 
@@ -175,19 +212,21 @@ def response_logp(
     chunk: int,
     with_entropy: bool = True,
     banned_ids: list[int] | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs [B, R] (and entropy) of ``response_ids`` [B, R], the last R tokens of ``inputs``.
 
-    ``chunk`` > 0: the memory-lean path (final hidden states, chunked LM head); 0: the reference
-    path (full [B, R, V] logits through :func:`response_logp_and_entropy`). ``banned_ids`` get
-    probability 0 in both, as the samplers give them.
+    ``chunk`` > 0: the memory-lean path (final hidden states, chunked LM head; with ``mask``
+    [B, R] padded positions are skipped and read 0); 0: the reference path (full [B, R, V] logits
+    through :func:`response_logp_and_entropy`). ``banned_ids`` get probability 0 in both, as the
+    samplers give them.
     """
     width_r = response_ids.shape[1]
     if chunk > 0:
         hidden = final_hidden_states(model, inputs, width_r)  # [B, R, H]
         banned = torch.tensor(banned_ids, device=hidden.device) if banned_ids else None  # [n_banned]
         return chunked_logp_and_entropy(
-            hidden, output_embeddings(model), response_ids, temperature, chunk, with_entropy, banned
+            hidden, output_embeddings(model), response_ids, temperature, chunk, with_entropy, banned, mask
         )
     out = model(**inputs, logits_to_keep=width_r + 1, use_cache=False)
     logits = out.logits[:, :-1]  # [B, R, V]: position P-1+t predicts response token t

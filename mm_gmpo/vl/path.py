@@ -278,6 +278,7 @@ class VLPolicyPath:
             batch.response_ids,
             temperature,
             chunk=self.logit_chunk,
+            mask=batch.response_mask,  # [B, R]
             with_entropy=with_entropy,
             banned_ids=self.banned_token_ids,
         )

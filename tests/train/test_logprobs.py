@@ -67,8 +67,10 @@ def test_chunked_equals_full_vocabulary_reference(tiny, batch, chunk, temperatur
     tok, model = tiny
     ref = _run(model, TextPolicyPath(tok, "none", 64, logit_chunk=0), batch, temperature)
     new = _run(model, TextPolicyPath(tok, "none", 64, logit_chunk=chunk), batch, temperature)
-    assert_close(new[0], ref[0], "log-probs")
-    assert_close(new[1], ref[1], "entropy")
+    real = batch.response_mask.bool()  # [B, R]
+    assert_close(new[0][real], ref[0][real], "log-probs")
+    assert_close(new[1][real], ref[1][real], "entropy")
+    assert not new[0][~real].any() and not new[1][~real].any()  # padding is skipped, reads 0
     assert set(new[2]) == set(ref[2]) and "model.embed_tokens.weight" in ref[2]  # tied: also the LM head
     for name, grad in ref[2].items():
         assert float(grad.abs().max()) > 0, name
@@ -84,7 +86,8 @@ def test_no_grad_pass_equals_reference(tiny, batch):
             model, batch, 0.8, with_entropy=False
         )
     assert ent is None and not new.requires_grad
-    assert_close(new, ref, "no-grad log-probs")
+    real = batch.response_mask.bool()  # [B, R]
+    assert_close(new[real], ref[real], "no-grad log-probs")
 
 
 def test_banned_ids_match_index_fill_reference(tiny):
@@ -141,10 +144,11 @@ class SavedTensorProbe:
         return sum(math.prod(s) for s in self.shapes if len(s) == 3 and s[-1] == vocab)
 
 
-def _head_calls(model) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
-    positions: list[int] = []
+def _head_calls(model) -> tuple[list[tuple[int, ...]], torch.utils.hooks.RemovableHandle]:
+    """The leading (batch, positions) shape of every LM-head call's output."""
+    positions: list[tuple[int, ...]] = []
     handle = output_embeddings(model).register_forward_hook(
-        lambda mod, args, out: positions.append(out.shape[1])
+        lambda mod, args, out: positions.append(tuple(out.shape[:-1]))
     )
     return positions, handle
 
@@ -152,10 +156,11 @@ def _head_calls(model) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
 def test_chunked_path_never_keeps_a_batch_by_vocabulary_tensor(tiny, batch):
     """Fails if the chunking silently stops: the reference saves [B, R, V] for backward, the chunked
     path saves nothing vocabulary-wide, and every LM-head call (forward and the backward's
-    recomputation) covers at most ``chunk`` positions."""
+    recomputation) covers at most ``chunk`` positions, real response tokens only."""
     tok, model = tiny
     vocab = model.config.vocab_size
     b, width_r = batch.response_ids.shape
+    real = sum(RESPONSE_LENS)  # 21 of the B * R = 36 positions
     chunk = 5
     for logit_chunk in (0, chunk):
         model.zero_grad(set_to_none=True)
@@ -168,14 +173,13 @@ def test_chunked_path_never_keeps_a_batch_by_vocabulary_tensor(tiny, batch):
         saved = probe.vocab_wide_elements(vocab)
         if logit_chunk == 0:
             assert saved >= b * width_r * vocab  # the log-softmax kept for backward
-            assert forward_calls == [width_r + 1]
+            assert forward_calls == [(b, width_r + 1)]
         else:
             assert saved == 0
-            n_chunks = math.ceil(width_r / chunk)
-            # the model's own head on its last position, then one call per chunk
-            assert forward_calls == [1] + [min(chunk, width_r - s) for s in range(0, width_r, chunk)]
-            recomputed = positions[len(forward_calls) :]
-            assert len(recomputed) == n_chunks and max(recomputed) <= chunk
+            sizes = [min(chunk, real - s) for s in range(0, real, chunk)]  # 5, 5, 5, 5, 1
+            # the model's own head on its last position, then one call per chunk of real tokens
+            assert forward_calls == [(b, 1)] + [(n,) for n in sizes]
+            assert positions[len(forward_calls) :] == [(n,) for n in reversed(sizes)]  # recomputed
 
 
 def test_logit_chunk_config_is_checked():
