@@ -88,8 +88,9 @@ def worker(args: argparse.Namespace) -> int:
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, vocab, (args.prompt,), generator=gen).tolist() for _ in range(args.batch)]
-    # ragged responses: the last row is 3/4 as long, so padding is exercised
-    lengths = [args.response] * (args.batch - 1) + [max(1, 3 * args.response // 4)]
+    # --ragged: the last row 3/4 as long (the chunked path skips its padding; the others do not)
+    short = max(1, 3 * args.response // 4) if args.ragged else args.response
+    lengths = [args.response] * (args.batch - 1) + [short]
     responses = [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in lengths]
     batch = collate_prompt_response(prompts, responses, tok.pad_token_id)
     chunk = args.chunk if args.variant == "chunked" else 0
@@ -185,6 +186,7 @@ def run_variant(args: argparse.Namespace, variant: str, model_dir: Path, check_f
         str(args.temperature),
         "--repeats",
         str(args.repeats),
+        *(["--ragged"] if args.ragged else []),
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -238,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperature", type=float, default=1.0, help="the paper recipe's 1.0")
     ap.add_argument("--repeats", type=int, default=1, help="timed calls per process")
     ap.add_argument("--rounds", type=int, default=2, help="fresh processes per variant, alternated")
+    ap.add_argument("--ragged", action="store_true", help="last row 3/4 as long (padding)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--wait-memory-s", type=float, default=1800.0, help="how long to wait for free RAM")
     ap.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -312,8 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         status="measured" if ok else "not measured",
         conditions=(
             f"tiny Qwen2 (hidden 128, 2 layers, tied embeddings, fp32, built locally) with vocabulary "
-            f"{args.vocab:,}; prompt {args.prompt}, responses {args.response} and {3 * args.response // 4} "
-            f"tokens (ragged), batch {args.batch}, temperature {args.temperature}; chunk {args.chunk}; "
+            f"{args.vocab:,}; prompt {args.prompt}, response {args.response} tokens"
+            + (f" (last row {3 * args.response // 4}: ragged)" if args.ragged else " (every row)")
+            + f", batch {args.batch}, temperature {args.temperature}; chunk {args.chunk}; "
             f"each variant in its own process, OMP_NUM_THREADS={threads}; {args.rounds} round(s) alternating "
             f"the variants, {args.repeats} call(s) per process; time: median of the calls; peak extra = ru_maxrss minus RSS after model and batch were built"
         ),
