@@ -23,6 +23,7 @@ from mm_gmpo.objective import compute_policy_loss, get_loss, group_advantages, z
 from mm_gmpo.objective.tis import tis_sequence_weights
 from mm_gmpo.rollout.base import PromptInput, Rollout, RolloutEngine, SamplingSettings
 from mm_gmpo.train import dist
+from mm_gmpo.train.batching import padding_fraction, plan_micro_batches
 from mm_gmpo.train.checkpoint import load_trainer_state, save_checkpoint, set_rng_state
 from mm_gmpo.train.collate import TrainBatch, pad_ragged
 from mm_gmpo.train.config import Config
@@ -192,9 +193,19 @@ class Trainer:
                         old_logp[r][None], sampler[None], torch.ones(1, length), cfg.loss.tis_cap
                     )[0]
 
+        prompt_lens = [len(p) for p in rollout.prompt_ids]
+        response_lens = [len(r) for r in rollout.response_ids]
+
+        def plan(part: list[int]) -> list[list[int]]:
+            """Micro-batches of ``part``: fixed size, or packed under train.micro_batch_tokens."""
+            t = cfg.train
+            return plan_micro_batches(
+                part, prompt_lens, response_lens, t.micro_batch_size, t.micro_batch_tokens
+            )
+
         if not reuse_update:
             with torch.no_grad():
-                for micro in chunks(rows, cfg.train.micro_batch_size):
+                for micro in plan(rows):
                     batch = self.path.collate(rollout, micro).to(device)
                     logp, _ = self.path.forward(
                         self.engine.module, batch, cfg.rollout.temperature, with_entropy=False
@@ -205,7 +216,7 @@ class Trainer:
         sums: dict[str, float] = defaultdict(float)
         mins: dict[str, float] = {}
         maxs: dict[str, float] = {}
-        n_micro, opt_stats = 0, []
+        n_micro, opt_stats, update_micros = 0, [], []
         self.engine.module.train()
         for _epoch in range(cfg.train.ppo_epochs):
             for mini in split_even(rows, cfg.train.mini_batches, n) if rows else []:
@@ -215,7 +226,9 @@ class Trainer:
                     else sum(len(rollout.response_ids[r]) for r in mini)
                 )
                 denom = dist.all_reduce_sum(units) / self.world
-                for micro in chunks(mini, cfg.train.micro_batch_size):
+                micros = plan(mini)
+                update_micros += micros
+                for micro in micros:
                     batch = self.path.collate(rollout, micro).to(device)
                     logp, entropy = self.path.forward(self.engine.module, batch, cfg.rollout.temperature)
                     if reuse_update:
@@ -258,6 +271,7 @@ class Trainer:
             "truncated_frac": sum(rollout.truncated) / max(1, len(rollout)),
             "zero_variance_groups": float(zero_var.float().mean()) if len(zero_var) else 0.0,
             "rows_trained": float(len(rows)),
+            "padding_frac": padding_fraction(update_micros, prompt_lens, response_lens),
             "skipped_records": float(self.state.skipped_records),
             "sampler_logp_absdiff_mean": float(torch.cat(mismatch).mean()) if mismatch else 0.0,
             "sampler_logp_absdiff_max": float(torch.cat(mismatch).max()) if mismatch else 0.0,
