@@ -12,25 +12,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from mm_gmpo.data.records import Record
 from mm_gmpo.rollout.hf import HFGenerateEngine
 from mm_gmpo.testing import build_tiny_qwen2
+from mm_gmpo.testing.lengths import heavy_tailed_mix
 from mm_gmpo.text.path import TextPolicyPath
 from mm_gmpo.train import batching, loop
 from mm_gmpo.train.batching import padded_positions, padding_fraction, plan_micro_batches
 from mm_gmpo.train.config import ConfigError, load_config
 from mm_gmpo.train.engine import OptimSettings, TorchEngine
-
-
-def heavy_tailed_mix(prompts: int = 1024, group: int = 8, seed: int = 0) -> tuple[list[int], list[int]]:
-    """Bench row 8's mix: MATH-like prompts (median ~160 tokens, up to 1024), one length per group;
-    lognormal responses with median 600 and 10% at the 3000-token cap."""
-    rng = random.Random(seed)
-    prompt_lens, response_lens = [], []
-    for _ in range(prompts):
-        p = min(1024, max(40, round(rng.lognormvariate(5.075, 0.55))))  # ln(160) = 5.075
-        for _ in range(group):
-            prompt_lens.append(p)
-            # sigma 1.256: P(r >= 3000) = P(z >= ln(5) / 1.256 = 1.28) = 10%
-            response_lens.append(min(3000, max(1, round(rng.lognormvariate(6.397, 1.256)))))  # ln(600)
-    return prompt_lens, response_lens
 
 
 def test_budget_zero_is_todays_fixed_cut():
