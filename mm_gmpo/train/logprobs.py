@@ -33,12 +33,18 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from mm_gmpo.train import dist
 from mm_gmpo.train.collate import response_logp_and_entropy
 
 # Response positions per chunk unless the caller says otherwise (``train.logit_chunk``'s default).
 DEFAULT_LOGIT_CHUNK = 256
 # A banned token's logit: large and finite, not -inf (0 * -inf would turn the entropy into NaN).
 BANNED_LOGIT = -1e30
+
+
+def _zero3_partitioned(module: nn.Module) -> bool:
+    """Whether DeepSpeed ZeRO-3 partitions ``module``'s parameters (they carry a ``ds_id``)."""
+    return any(hasattr(p, "ds_id") for p in module.parameters())
 
 
 def output_embeddings(model: nn.Module) -> nn.Module:
@@ -178,10 +184,16 @@ def chunked_logp_and_entropy(
     track = torch.is_grad_enabled() and (
         hidden.requires_grad or any(p.requires_grad for p in lm_head.parameters())
     )
+    n_chunks = -(-flat_ids.shape[0] // chunk)
+    if _zero3_partitioned(lm_head):
+        # Each LM-head call all-gathers its partitioned weight, a collective: every rank must
+        # make as many calls (forward and recomputation) or the gathers pair up wrongly and hang.
+        # Ranks with fewer tokens run empty chunks.
+        n_chunks = dist.all_reduce_max(n_chunks)
     logps: list[torch.Tensor] = []
     entropies: list[torch.Tensor] = []
-    for start in range(0, flat_ids.shape[0], chunk):
-        h = flat_hidden[start : start + chunk]  # [c, H]
+    for start in range(0, n_chunks * chunk, chunk):
+        h = flat_hidden[start : start + chunk]  # [c, H] (c = 0 past the last token)
         ids = flat_ids[start : start + chunk]  # [c]
         state = _ChunkState(entropies if with_entropy else None)
 

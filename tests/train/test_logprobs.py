@@ -8,17 +8,28 @@ than ``chunk`` positions.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from mm_gmpo.testing import build_tiny_qwen2
+from mm_gmpo.testing import build_tiny_qwen2, tiny_model_dir
 from mm_gmpo.text.path import TextPolicyPath
+from mm_gmpo.train import logprobs
 from mm_gmpo.train.collate import collate_prompt_response
 from mm_gmpo.train.config import ConfigError, load_config
+from mm_gmpo.train.dist import free_port
 from mm_gmpo.train.logprobs import chunked_logp_and_entropy, output_embeddings
+
+REPO = Path(__file__).resolve().parents[2]
+DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 PROMPT_LENS = (5, 9, 3)
 RESPONSE_LENS = (7, 2, 12)  # R = 12, ragged
@@ -186,3 +197,60 @@ def test_logit_chunk_config_is_checked():
     assert load_config(None, []).train.logit_chunk == 256
     with pytest.raises(ConfigError, match="train.logit_chunk"):
         load_config(None, ["train.logit_chunk=-1"])
+
+
+def test_empty_chunks_still_call_the_head_in_forward_and_backward(tiny, batch, monkeypatch):
+    """Under ZeRO-3 ranks pad to the same number of LM-head calls with empty chunks (each call is
+    a collective gather); an empty chunk must call the head in forward and in the recomputation."""
+    tok, model = tiny
+    monkeypatch.setattr(logprobs, "_zero3_partitioned", lambda module: True)
+    monkeypatch.setattr(logprobs.dist, "all_reduce_max", lambda n: n + 2)  # another rank has 2 more
+    ref = _run(model, TextPolicyPath(tok, "none", 64, logit_chunk=0), batch, 0.7)
+    positions, handle = _head_calls(model)
+    new = _run(model, TextPolicyPath(tok, "none", 64, logit_chunk=5), batch, 0.7)
+    handle.remove()
+    sizes = [(5,)] * 4 + [(1,), (0,), (0,)]  # 21 real tokens, then the two padding calls
+    assert positions == [(len(RESPONSE_LENS), 1)] + sizes + sizes[::-1]
+    real = batch.response_mask.bool()
+    assert_close(new[0][real], ref[0][real], "log-probs")
+    for name, grad in ref[2].items():
+        assert_close(new[2][name], grad, f"grad {name}")
+
+
+def test_two_ranks_with_different_chunk_counts_under_zero3(tmp_path):
+    """Rank 0 needs 5 chunks, rank 1 one: the step completes (no mismatched gathers) and equals a
+    single-process full-batch step through the full-vocabulary path."""
+    out = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(REPO / "tests" / "train" / "logprobs_two_rank_worker.py"),
+        "--model-dir",
+        str(tiny_model_dir("qwen2")),
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        log, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers share this session
+        log, _ = proc.communicate()
+        pytest.fail(
+            "two-rank worker timed out (mismatched ZeRO-3 gathers?):\n" + log.decode(errors="replace")[-4000:]
+        )
+    assert proc.returncode == 0 and out.exists(), log.decode(errors="replace")[-4000:]
+    report = json.loads(out.read_text())
+    assert report["param_change"] > 1e-3  # the step moved the weights...
+    assert report["param_diff"] < 1e-6  # ...as the single-process full-batch step did
