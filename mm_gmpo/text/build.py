@@ -36,7 +36,7 @@ def build_parts(cfg: Config, model_dir: str | Path, *, weights: bool = True) -> 
 
     trust = cfg.model.trust_remote_code
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
-    path = TextPolicyPath(tokenizer, cfg.data.template, cfg.data.max_prompt_len)
+    path = TextPolicyPath(tokenizer, cfg.data.template, cfg.data.max_prompt_len, cfg.train.logit_chunk)
     model = (
         load_model(cfg, model_dir)
         if weights

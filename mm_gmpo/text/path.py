@@ -14,14 +14,26 @@ from torch import nn
 from mm_gmpo.data.records import BadRecordError, Record
 from mm_gmpo.data.templates import PromptTemplate, apply_template, get_template
 from mm_gmpo.rollout.base import PromptInput, Rollout
-from mm_gmpo.train.collate import TrainBatch, collate_prompt_response, response_logp_and_entropy
+from mm_gmpo.train.collate import TrainBatch, collate_prompt_response
+from mm_gmpo.train.logprobs import DEFAULT_LOGIT_CHUNK, response_logp
 
 
 class TextPolicyPath:
-    """Qwen2-style causal LMs on text prompts."""
+    """Qwen2-style causal LMs on text prompts.
 
-    def __init__(self, tokenizer, template: str | PromptTemplate, max_prompt_len: int) -> None:
+    ``logit_chunk``: response positions per chunk of LM head + log-softmax in ``forward``
+    (:mod:`mm_gmpo.train.logprobs`); 0 computes the full [B, R, V] logits (the reference).
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        template: str | PromptTemplate,
+        max_prompt_len: int,
+        logit_chunk: int = DEFAULT_LOGIT_CHUNK,
+    ) -> None:
         self.tokenizer = tokenizer
+        self.logit_chunk = logit_chunk
         self.template = get_template(template) if isinstance(template, str) else template
         self.max_prompt_len = max_prompt_len
         pad = tokenizer.pad_token_id
@@ -57,16 +69,20 @@ class TextPolicyPath:
         self, model: nn.Module, batch: TrainBatch, temperature: float, with_entropy: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probs [B, R] (and entropy [B, R]) of the response tokens under ``model``."""
-        width_r = batch.response_ids.shape[1]
-        out = model(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            logits_to_keep=width_r + 1,
-            use_cache=False,
+        inputs = {
+            "input_ids": batch.input_ids,  # [B, P+R]
+            "attention_mask": batch.attention_mask,  # [B, P+R]
+            "position_ids": batch.position_ids,  # [B, P+R]
+        }
+        return response_logp(
+            model,
+            inputs,
+            batch.response_ids,
+            temperature,
+            chunk=self.logit_chunk,
+            with_entropy=with_entropy,
+            mask=batch.response_mask,  # [B, R]
         )
-        logits = out.logits[:, :-1]  # [B, R, V]: position P-1+t predicts response token t
-        return response_logp_and_entropy(logits, batch.response_ids, temperature, with_entropy)
 
     def decode(self, rollout: Rollout) -> list[str]:
         return self.tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)

@@ -147,6 +147,13 @@ class TrainConfig:
         "one forward fewer per step",
     )
     micro_batch_size: int = _f(8, "sequences per forward/backward")
+    logit_chunk: int = _f(
+        256, "response positions per chunk of LM head + log-softmax in the update (0: full [B, R, V] logits)"
+    )
+    micro_batch_tokens: int = _f(
+        0,
+        "token budget per micro-batch (padded prompt+response positions); rows sorted by length and packed under it (0: off, micro_batch_size rows each)",
+    )
     engine: str = _f("torch", "torch (one process) or deepspeed")
     zero_stage: int = _f(2, "DeepSpeed ZeRO stage 0-3")
     offload: bool = _f(False, "DeepSpeed: optimizer states on the CPU (ZeRO 1-3)")
@@ -300,6 +307,8 @@ def validate(cfg: Config) -> Config:
     _require(t.ppo_epochs >= 1, "train.ppo_epochs: must be >= 1")
     _require(t.mini_batches >= 1, "train.mini_batches: must be >= 1")
     _require(t.micro_batch_size >= 1, "train.micro_batch_size: must be >= 1")
+    _require(t.logit_chunk >= 0, f"train.logit_chunk: must be >= 0 (0: off), got {t.logit_chunk}")
+    _require(t.micro_batch_tokens >= 0, f"train.micro_batch_tokens: must be >= 0, got {t.micro_batch_tokens}")
     _require(t.engine in ("torch", "deepspeed"), f"train.engine: torch or deepspeed, got {t.engine!r}")
     _require(t.zero_stage in (0, 1, 2, 3), "train.zero_stage: 0, 1, 2 or 3")
     _require(

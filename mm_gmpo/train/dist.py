@@ -105,6 +105,15 @@ def all_reduce_sum(value: float | torch.Tensor) -> float | torch.Tensor:
     return float(buf.item())
 
 
+def all_reduce_max(value: int) -> int:
+    """The largest ``value`` over all ranks (an int, e.g. a count every rank must agree on)."""
+    if world_size() == 1:
+        return int(value)
+    buf = torch.tensor([int(value)], dtype=torch.int64, device=_comm_device())
+    torch_dist.all_reduce(buf, op=torch_dist.ReduceOp.MAX)
+    return int(buf.item())
+
+
 def barrier() -> None:
     """Wait for every rank; a no-op without a process group."""
     if world_size() > 1:

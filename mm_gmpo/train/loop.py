@@ -25,6 +25,7 @@ from mm_gmpo.objective.tis import tis_sequence_weights
 from mm_gmpo.policy_paths import PolicyPath
 from mm_gmpo.rollout.base import PromptInput, Rollout, RolloutEngine, SamplingSettings
 from mm_gmpo.train import dist
+from mm_gmpo.train.batching import padding_fraction, plan_micro_batches
 from mm_gmpo.train.checkpoint import load_trainer_state, save_checkpoint, set_rng_state
 from mm_gmpo.train.collate import pad_ragged
 from mm_gmpo.train.config import Config
@@ -62,6 +63,7 @@ class StepData:
     ref_logp: dict[int, torch.Tensor] = field(default_factory=dict)  # row -> [len_r] π_ref
     tis_w: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # [N] sampler-mismatch weights
     mismatch: list[torch.Tensor] = field(default_factory=list)  # |π_old − π_sampler| per row
+    update_micros: list[list[int]] = field(default_factory=list)  # every micro-batch the update ran
 
 
 def chunks(rows: list[int], size: int) -> list[list[int]]:
@@ -203,8 +205,12 @@ class Trainer:
             step.rows = [r for r in step.rows if not bool(step.zero_var[r // n])]
 
     def _micro_batches(self, rollout: Rollout, rows: list[int]) -> list[list[int]]:
-        """How ``rows`` are cut into forward/backward micro-batches."""
-        return chunks(rows, self.cfg.train.micro_batch_size)
+        """Forward/backward micro-batches of ``rows``: fixed size, or packed by length under
+        ``train.micro_batch_tokens`` (:mod:`mm_gmpo.train.batching`; the update is the same)."""
+        t = self.cfg.train
+        prompt_lens = [len(p) for p in rollout.prompt_ids]
+        response_lens = [len(r) for r in rollout.response_ids]
+        return plan_micro_batches(rows, prompt_lens, response_lens, t.micro_batch_size, t.micro_batch_tokens)
 
     def _reference_and_old_logp(self, step: StepData) -> None:
         """No-grad log-probs: π_old (unless the update's forward serves) and the KL reference."""
@@ -257,6 +263,7 @@ class Trainer:
                 )
                 denominator = dist.all_reduce_sum(units) / self.world
                 for micro in self._micro_batches(step.rollout, mini):
+                    step.update_micros.append(micro)
                     per_micro.append(self._micro_update(step, micro, denominator))
                 opt_stats.append(self.engine.step())
         out = reduce_metrics(per_micro)
@@ -308,6 +315,11 @@ class Trainer:
             "truncated_frac": sum(rollout.truncated) / max(1, len(rollout)),
             "zero_variance_groups": float(step.zero_var.float().mean()) if len(step.zero_var) else 0.0,
             "rows_trained": float(len(rows)),
+            "padding_frac": padding_fraction(
+                step.update_micros,
+                [len(p) for p in rollout.prompt_ids],
+                [len(r) for r in rollout.response_ids],
+            ),
             "skipped_records": float(self.state.skipped_records),
             "sampler_logp_absdiff_mean": float(mismatch.mean()),
             "sampler_logp_absdiff_max": float(mismatch.max()),

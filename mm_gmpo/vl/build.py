@@ -62,7 +62,9 @@ def build_parts(cfg: Config, model_dir: str | Path, *, weights: bool = True) -> 
         from transformers import Qwen2_5_VLForConditionalGeneration
 
         model = model_structure(Qwen2_5_VLForConditionalGeneration, model_dir, cfg.model.trust_remote_code)
-    path = VLPolicyPath(processor, model, cfg.data.template, cfg.data.max_prompt_len)
+    path = VLPolicyPath(
+        processor, model, cfg.data.template, cfg.data.max_prompt_len, logit_chunk=cfg.train.logit_chunk
+    )
     vllm_options = {
         "banned_token_ids": path.banned_token_ids,
         "image_token_id": path.image_token_id,

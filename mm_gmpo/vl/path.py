@@ -41,7 +41,8 @@ from mm_gmpo.data.images import ImageError
 from mm_gmpo.data.records import BadRecordError, Record
 from mm_gmpo.data.templates import PromptTemplate, get_template
 from mm_gmpo.rollout.base import PromptInput, Rollout
-from mm_gmpo.train.collate import TrainBatch, response_logp_and_entropy
+from mm_gmpo.train.collate import TrainBatch
+from mm_gmpo.train.logprobs import DEFAULT_LOGIT_CHUNK, response_logp
 from mm_gmpo.vl.collate import (
     IMAGE_TYPE,
     collate_for_generate,
@@ -52,7 +53,6 @@ from mm_gmpo.vl.collate import (
 from mm_gmpo.vl.model import processor_pixel_limits
 
 VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
-BANNED_LOGIT = -1e30
 
 
 class BadImageError(BadRecordError):
@@ -67,7 +67,9 @@ class VLPolicyPath:
     """Qwen2.5-VL on prompts with zero, one or several images each.
 
     ``bad_records`` counts refused records by reason (``image:empty``, ``prompt_too_long``,
-    ...), so a run that skips them can say how many and why.
+    ...), so a run that skips them can say how many and why. ``logit_chunk``: response positions
+    per chunk of LM head + log-softmax in ``forward`` (:mod:`mm_gmpo.train.logprobs`); 0 computes
+    the full [B, R, V] logits (the reference).
     """
 
     def __init__(
@@ -78,8 +80,10 @@ class VLPolicyPath:
         max_prompt_len: int = 4096,
         ban_vision_tokens: bool = True,
         cache_mb: float = 256.0,
+        logit_chunk: int = DEFAULT_LOGIT_CHUNK,
     ) -> None:
         self.processor = processor
+        self.logit_chunk = logit_chunk
         self.tokenizer = processor.tokenizer
         self.template = get_template(template) if isinstance(template, str) else template
         self.max_prompt_len = max_prompt_len
@@ -253,22 +257,22 @@ class VLPolicyPath:
         self, model: nn.Module, batch: TrainBatch, temperature: float, with_entropy: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probs [B, R] (and entropy [B, R]) of the response tokens, images included."""
-        width_r = batch.response_ids.shape[1]
-        embeds = self.input_embeddings(model, batch)  # [B, P+R, H]
-        out = model(
-            inputs_embeds=embeds,
-            attention_mask=batch.attention_mask,  # [B, P+R]
-            position_ids=batch.position_ids,  # [3, B, P+R] mRoPE
-            logits_to_keep=width_r + 1,
-            use_cache=False,
+        inputs = {
+            "inputs_embeds": self.input_embeddings(model, batch),  # [B, P+R, H]
+            "attention_mask": batch.attention_mask,  # [B, P+R]
+            "position_ids": batch.position_ids,  # [3, B, P+R] mRoPE
+        }
+        # The samplers give banned tokens probability 0 and renormalise; so does the trainer.
+        return response_logp(
+            model,
+            inputs,
+            batch.response_ids,
+            temperature,
+            chunk=self.logit_chunk,
+            mask=batch.response_mask,  # [B, R]
+            with_entropy=with_entropy,
+            banned_ids=self.banned_token_ids,
         )
-        logits = out.logits[:, :-1]  # [B, R, V]: position P-1+t predicts response token t
-        if self.banned_token_ids:
-            # The samplers give banned tokens probability 0 and renormalise; so does the trainer.
-            # A large finite value, not -inf: 0 * -inf would turn the entropy into NaN.
-            banned = torch.tensor(self.banned_token_ids, device=logits.device)  # [n_banned]
-            logits = logits.float().index_fill(-1, banned, BANNED_LOGIT)  # [B, R, V]
-        return response_logp_and_entropy(logits, batch.response_ids, temperature, with_entropy)
 
     def input_embeddings(self, model: nn.Module, batch: TrainBatch) -> torch.Tensor:
         """Token embeddings with image features in the prompt's image slots [B, P+R, H].

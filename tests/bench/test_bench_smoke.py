@@ -164,3 +164,33 @@ def test_profile_and_render(tmp_path):
     assert md.read_text() == text
     assert "| 3 |" in text and "| 6 |" in text and "no GPU lent" in text
     assert "## Machine" in text and "## Targets and limits" in text
+
+
+def test_row7_logprobs_three_variants_equal_and_render(tmp_path):
+    """Smoke size: every variant runs in its own process and agrees with the reference."""
+    _run(
+        "bench_logprobs.py",
+        tmp_path,
+        *("--prompt", "12", "--response", "30", "--vocab", "3000", "--rounds", "1", "--ragged"),
+    )
+    row = _row(tmp_path, 7)
+    d = row["details"]
+    assert set(d["peak_extra_mb"]) == {"reference", "chunked", "trl"}
+    assert all(v is not None and v >= 0 for v in d["peak_extra_mb"].values())
+    assert row["ratio"] == pytest.approx(d["peak_extra_mb"]["chunked"] / d["peak_extra_mb"]["reference"])
+    parity = d["parity_vs_reference"]
+    assert parity["chunked_logp_max_rel_diff"] < 1e-5 and parity["trl_logp_max_rel_diff"] < 1e-5
+    assert parity["chunked_grad_embed_rows_max_rel_diff"] < 1e-5
+    text = _load_run_all().render(tmp_path, tmp_path / "RESULTS.md")
+    assert "| 7 |" in text and "memory **" in text
+
+
+def test_row8_padding_writes_row_and_renders(tmp_path):
+    _run("bench_padding.py", tmp_path, "--prompts", "32", "--time-prompts", "2", "--rounds", "1")
+    row = _row(tmp_path, 8)
+    d = row["details"]
+    assert 0 <= row["value"] < row["baseline_value"] < 1  # packing cuts padding even on a small draw
+    assert d["timing"]["median_s"]["fixed"] > 0 and d["timing"]["median_s"]["budget"] > 0
+    assert row["ratio"] == pytest.approx(d["timing"]["median_s"]["budget"] / d["timing"]["median_s"]["fixed"])
+    text = _load_run_all().render(tmp_path, tmp_path / "RESULTS.md")
+    assert "| 8 |" in text and "% padded" in text
