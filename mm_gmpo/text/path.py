@@ -12,6 +12,7 @@ from torch import nn
 from mm_gmpo.data.records import Record
 from mm_gmpo.data.templates import PromptTemplate, apply_template, get_template
 from mm_gmpo.rollout.base import PromptInput, Rollout
+from mm_gmpo.rollout.vllm import TokenIdRequests
 from mm_gmpo.train.collate import TrainBatch, collate_prompt_response, response_logp_and_entropy
 
 
@@ -40,6 +41,10 @@ class TextPolicyPath:
                 f"record {record.id!r}: prompt is {len(ids)} tokens, over data.max_prompt_len={self.max_prompt_len}"
             )
         return PromptInput(input_ids=list(ids))
+
+    def vllm_requests(self) -> TokenIdRequests:
+        """This path's vLLM request builder: a text prompt is its token ids."""
+        return TokenIdRequests()
 
     def collate(self, rollout: Rollout, rows: list[int]) -> TrainBatch:
         return collate_prompt_response(

@@ -6,8 +6,9 @@ everything else (engine, loop, scorer, checkpoints, logging) is shared with the 
 Config fields read here: ``model.min_pixels`` / ``model.max_pixels`` (None: EasyR1's 262,144 /
 4,194,304 for a real model; a ``tiny:`` model keeps its own tiny budget),
 ``model.freeze_vision_tower``, ``model.gradient_checkpointing`` (torch engine only: DeepSpeed
-turns it on itself), ``model.dtype``, ``data.template``, ``data.max_prompt_len``. They are read
-with ``getattr`` defaults so a partial config (tests) works too.
+turns it on itself), ``model.dtype``, ``data.template``, ``data.max_prompt_len``,
+``data.max_images_per_prompt`` (also vLLM's per-prompt image limit, through the path's request
+builder).
 """
 
 from __future__ import annotations
@@ -71,5 +72,11 @@ def build_vl_components(
         trust_remote_code=trust,
     )
     template = getattr(cfg.data, "template", "geometry") or "geometry"
-    path = VLPolicyPath(processor, model, template, int(cfg.data.max_prompt_len))
+    path = VLPolicyPath(
+        processor,
+        model,
+        template,
+        int(cfg.data.max_prompt_len),
+        max_images_per_prompt=cfg.data.max_images_per_prompt,
+    )
     return model, processor, path, path.generate_collate()

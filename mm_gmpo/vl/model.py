@@ -119,3 +119,22 @@ def load_vl_model(
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return model
+
+
+def load_vl_model_skeleton(path: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
+    """The model's modules on the meta device: no weights, no memory.
+
+    What the VL path reads from a model when another engine (vLLM) holds the weights: the
+    config (image token, merge size, vision token ids), the mRoPE ``get_rope_index`` (config
+    only) and the generation config. A 7B model costs nothing to build this way.
+    """
+    from transformers import AutoConfig, GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    try:
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    except OSError:  # no generation_config.json: keep the one derived from the config
+        pass
+    return model

@@ -66,7 +66,7 @@ def test_freeze_vision_tower_and_checkpointing_from_config(vl_dir) -> None:
             min_pixels=None,
             max_pixels=None,
         ),
-        data=SimpleNamespace(template="geometry", max_prompt_len=512),
+        data=SimpleNamespace(template="geometry", max_prompt_len=512, max_images_per_prompt=4),
     )
     model, _, _, _ = build_vl_components(cfg, vl_dir)
     tower = {id(p) for p in vision_tower(model).parameters()}
@@ -79,7 +79,7 @@ def test_freeze_vision_tower_and_checkpointing_from_config(vl_dir) -> None:
 def test_short_vl_run_changes_trainable_parameters(tmp_path, vl_dir, freeze) -> None:
     cfg = SimpleNamespace(
         model=SimpleNamespace(path="tiny:qwen2_5_vl", dtype="fp32", freeze_vision_tower=freeze),
-        data=SimpleNamespace(template="geometry", max_prompt_len=512),
+        data=SimpleNamespace(template="geometry", max_prompt_len=512, max_images_per_prompt=4),
     )
     model, processor, path, generate_collate = build_vl_components(cfg, vl_dir)
     run_cfg = _cfg(
