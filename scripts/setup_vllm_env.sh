@@ -27,9 +27,10 @@ TRANSFORMERS_PIN="transformers>=5.17,<5.20"
 TORCHVISION_PIN="torchvision==0.28.0"  # the release paired with torch 2.13.0
 QWEN_VL_UTILS_PIN="qwen-vl-utils>=0.0.14"  # its own deps (requests, pillow, packaging) come with vLLM
 STARTUP_SHIM="scripts/vllm_env/mm_gmpo_torchvision_cpu.py"
-# The package's light runtime deps the vLLM tests touch (the package itself goes in --no-deps,
-# so its deepspeed / torchvision / qwen-vl-utils requirements stay out).
-LIGHT_DEPS="pytest>=8.0 pytest-timeout>=2.3 safetensors>=0.4 pyyaml>=6.0 rich>=13.0 math-verify>=0.8 pillow>=10.0"
+# The package's light runtime deps the vLLM tests touch (pyarrow: the record loaders behind
+# `eval geometry`). The package itself goes in --no-deps, so its deepspeed / tensorboard /
+# torchvision requirements stay out (torchvision comes pinned below).
+LIGHT_DEPS="pytest>=8.0 pytest-timeout>=2.3 safetensors>=0.4 pyyaml>=6.0 rich>=13.0 math-verify>=0.8 pillow>=10.0 pyarrow>=15"
 
 stamp="$VENV/.mm_gmpo_vllm_setup"
 want="$(cat pyproject.toml scripts/setup_vllm_env.sh "$STARTUP_SHIM" | sha256sum | cut -c1-16)"

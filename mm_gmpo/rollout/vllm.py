@@ -504,6 +504,20 @@ class VLLMEngine:
         """Engine-side numbers for the step's log line (sync time, sync check, tokens/s)."""
         return dict(self._metrics)
 
+    def close(self) -> None:
+        """Shut the engine down now: its worker, KV cache and vLLM's distributed state.
+
+        Why explicitly: an in-process engine otherwise shuts down whenever it is garbage
+        collected, and that tears down vLLM's process-global parallel groups and the default
+        process group under whoever still uses them: another engine in the same process
+        (its next step fails with "pipeline model parallel group is not initialized"), or a
+        trainer that already destroyed the group (a traceback at exit). Call it before the
+        process group is destroyed; the engine is unusable afterwards.
+        """
+        if self.llm is not None:
+            self.llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+
 
 def trainer_sequence_logprobs(
     model: nn.Module, prompt_ids: Sequence[int], response_ids: Sequence[int]

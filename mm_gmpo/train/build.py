@@ -163,6 +163,8 @@ class Run:
         self.logger.close()
         if hasattr(self.scorer, "close"):
             self.scorer.close()
+        if hasattr(self.trainer.rollout_engine, "close"):
+            self.trainer.rollout_engine.close()  # vLLM: before the process group goes (see VLLMEngine.close)
         if self.owns_group and dist.world_size() == 1:
             dist.shutdown()
             for key in self.owned_env:

@@ -53,7 +53,8 @@ class DataConfig:
     template: str = _f("qwen_math", "prompt template: qwen_math, r1, none, geometry")
     max_prompt_len: int = _f(1024, "prompts longer than this (tokens) are refused or skipped, never cut")
     max_images_per_prompt: int = _f(
-        4, "VL: most images one prompt may carry; more is a bad record (refused or skipped); vLLM's limit_mm_per_prompt"
+        4,
+        "VL: most images one prompt may carry; more is a bad record (refused or skipped); vLLM's limit_mm_per_prompt",
     )
     on_bad_record: str = _f("skip", "error: stop with a message naming the record; skip: count, log, go on")
     synthetic_train_size: int = _f(2000, "records in a synthetic training set")

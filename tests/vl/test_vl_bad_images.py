@@ -107,7 +107,8 @@ def test_more_images_than_data_max_images_per_prompt_is_a_counted_bad_record(tmp
     from mm_gmpo.vl.build import build_vl_components
 
     cfg = load_config(
-        None, ["path=vl", f"train.output_dir={tmp_path}", "data.max_images_per_prompt=2", "data.template=geometry"]
+        None,
+        ["path=vl", f"train.output_dir={tmp_path}", "data.max_images_per_prompt=2", "data.template=geometry"],
     )
     _, _, path, _ = build_vl_components(cfg, vl_dir)
     two = Record("two", "Compare <image> and <image>.", "3", images=[make_png(56, 56), make_png(84, 56)])

@@ -60,8 +60,14 @@ def test_vl_request_has_one_placeholder_per_image_and_the_trainers_pixel_budget(
     kwargs = {"min_pixels": path.min_pixels, "max_pixels": path.max_pixels}
     builder = path.vllm_requests()
     assert isinstance(builder, QwenVLRequests)
-    assert builder.vllm_engine_kwargs() == {"limit_mm_per_prompt": {"image": 4}, "mm_processor_kwargs": kwargs}
-    assert list(builder.banned_token_ids) == path.banned_token_ids and path.image_token_id in path.banned_token_ids
+    assert builder.vllm_engine_kwargs() == {
+        "limit_mm_per_prompt": {"image": 4},
+        "mm_processor_kwargs": kwargs,
+    }
+    assert (
+        list(builder.banned_token_ids) == path.banned_token_ids
+        and path.image_token_id in path.banned_token_ids
+    )
     (req,) = builder.build_vllm_requests([prompt])
     ids, sent = prompt.input_ids, req["prompt_token_ids"]
     counts = image_token_counts(prompt.multimodal["image_grid_thw"], path.merge_size)
@@ -99,7 +105,9 @@ def test_vl_request_refuses_missing_images_and_mismatched_runs(vl):
 
 def test_text_requests_refuse_images(vl):
     _, prompt, _ = vl
-    assert TokenIdRequests().build_vllm_requests([PromptInput([5, 6, 7])]) == [{"prompt_token_ids": [5, 6, 7]}]
+    assert TokenIdRequests().build_vllm_requests([PromptInput([5, 6, 7])]) == [
+        {"prompt_token_ids": [5, 6, 7]}
+    ]
     assert TokenIdRequests().vllm_engine_kwargs() == {}
     with pytest.raises(ValueError, match="VL path's request builder"):
         TokenIdRequests().build_vllm_requests([PromptInput([5, 6, 7]), prompt])

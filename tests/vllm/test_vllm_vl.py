@@ -50,7 +50,10 @@ def records() -> list[Record]:
         Record("tall", "<image> Find the angle x.", "1", images=[picture(56, 84, 1)]),
         Record("wide", "<image> How many sides does it have?", "2", images=[picture(140, 56, 2)]),
         Record(
-            "pair", "Compare <image> with <image>. Which is larger?", "3", images=[picture(90, 90, 3), picture(40, 150, 4)]
+            "pair",
+            "Compare <image> with <image>. Which is larger?",
+            "3",
+            images=[picture(90, 90, 3), picture(40, 150, 4)],
         ),
     ]
 
@@ -95,7 +98,9 @@ def test_vl_logprobs_match_the_trainer_on_one_and_two_image_prompts(vl_engine, v
     prompts = [path.build_prompt(r) for r in records()]
     grids = [tuple(g) for p in prompts for g in p.multimodal["image_grid_thw"].tolist()]
     assert [len(p.multimodal["images"]) for p in prompts] == [1, 1, 2] and len(set(grids)) == 4
-    sampling = SamplingSettings(n=3, temperature=0.8, max_new_tokens=10, stop_token_ids=stop_ids(path), seed=3)
+    sampling = SamplingSettings(
+        n=3, temperature=0.8, max_new_tokens=10, stop_token_ids=stop_ids(path), seed=3
+    )
     rollout = vl_engine.generate(prompts, sampling)
     assert len(rollout) == 9 and rollout.prompt_index == [i for i in range(3) for _ in range(3)]
     assert all(len(r) > 0 for r in rollout.response_ids)
@@ -108,7 +113,9 @@ def test_vl_logprobs_match_the_trainer_on_one_and_two_image_prompts(vl_engine, v
     batch.extra = {**batch.extra, "pixel_values": batch.extra["pixel_values"].flip(0)}
     with torch.no_grad():
         blind, _ = path.forward(model, batch, 0.8, with_entropy=False)  # [B, R]
-    off = max(float((blind[i, : len(s)] - torch.tensor(s)).abs().max()) for i, s in enumerate(rollout.sampler_logp))
+    off = max(
+        float((blind[i, : len(s)] - torch.tensor(s)).abs().max()) for i, s in enumerate(rollout.sampler_logp)
+    )
     assert off > STALE, off
     print(f"\nVL logp |engine-trainer| max {diff:.2g} (1 and 2 images); with other pixels {off:.3g}")
 
@@ -156,7 +163,12 @@ def test_a_prompt_over_the_engine_image_limit_is_refused_and_the_engine_goes_on(
     limit = vl_engine.request_builder.max_images_per_prompt
     assert limit == 2
     wide = VLPolicyPath(path.processor, model, "geometry", 512, max_images_per_prompt=limit + 1)
-    three = Record("three", "<image> <image> <image> Which is largest?", "1", images=[picture(56, 56, i) for i in range(3)])
+    three = Record(
+        "three",
+        "<image> <image> <image> Which is largest?",
+        "1",
+        images=[picture(56, 56, i) for i in range(3)],
+    )
     sampling = SamplingSettings(n=2, temperature=1.0, max_new_tokens=4, stop_token_ids=stop_ids(path), seed=0)
     from vllm.exceptions import VLLMValidationError
 
