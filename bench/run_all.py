@@ -11,6 +11,7 @@ number in RESULTS.md comes from a file a benchmark wrote.
 
     1  bench_step.py          RL step, mm-gmpo vs TRL GMPOTrainer   (TRL in .venv-bench)
     2  bench_rollout_row.py   rollout tokens/s, vLLM vs HF engine   (in .venv-vllm)
+    9  bench_rollout_row.py --vl   the same on the tiny Qwen2.5-VL with pictures (in .venv-vllm)
     3  bench_objective.py     GMPO loss + backward vs per-sample loop
     4  bench_verifier.py      verifier answers/s, 2 cores, hard limits
     5  bench_demo.py          CPU demos: wall time, peak RSS
@@ -36,6 +37,7 @@ SCRIPTS = {
     3: ["bench_objective.py"],
     4: ["bench_verifier.py"],
     2: ["bench_rollout_row.py"],
+    9: ["bench_rollout_row.py", "--vl"],
     1: ["bench_step.py"],
     5: ["bench_demo.py"],
     6: ["gpu_step.py"],  # no GPU: writes the dry-run row
@@ -47,6 +49,7 @@ QUICK_ARGS = {
     3: ["--batch", "8", "--seq", "64", "--repeats", "2"],
     4: ["--runs", "1", "--rounds", "1"],
     2: ["--runs", "1", "--prompts", "2", "--n", "2", "--max-new-tokens", "8", "--repeats", "1"],
+    9: ["--runs", "1", "--prompts", "2", "--n", "2", "--max-new-tokens", "8", "--repeats", "1"],
     1: [
         "--prompts",
         "2",
@@ -76,7 +79,8 @@ QUICK_ARGS = {
 def run_benchmarks(rows: list[int], out: Path, quick: bool) -> dict[int, dict]:
     log = {}
     for row in [r for r in SCRIPTS if r in rows]:
-        cmd = [sys.executable, str(BENCH_DIR / SCRIPTS[row][0]), "--out", str(out)]
+        script, *fixed = SCRIPTS[row]
+        cmd = [sys.executable, str(BENCH_DIR / script), *fixed, "--out", str(out)]
         cmd += QUICK_ARGS[row] if quick else []
         print(f"[bench] row {row}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
@@ -270,7 +274,7 @@ def render(out: Path, md_path: Path, run_log: dict | None = None, started: dict 
         elif r.get("value") is None:
             mm, base = r["status"], "—"
         else:
-            unit = "tokens/s" if n == 2 else "answers/s" if n == 4 else ""
+            unit = "tokens/s" if n in (2, 9) else "answers/s" if n == 4 else ""
             mm, base = f"{_fmt(r['value'])} {unit}", f"{_fmt(r['baseline_value'])} {unit}"
         lines.append(
             f"| {n} | {r['name']} | {mm} | {base} | {_ratio_cell(r)} | {r['target'] or '—'} | {_met(r)} |"

@@ -8,8 +8,8 @@ the two can never load a model or a tokenizer differently, and ``train/`` never 
 * ``load_model(cfg, model_dir) -> nn.Module``: the policy (or a frozen reference copy of it),
   on the CPU, in ``model.dtype``, with the path's own parameter freezing applied;
 * ``build_parts(cfg, model_dir) -> PathParts``: model, tokenizer/processor, the
-  :class:`PolicyPath` the loop talks to, the ``generate`` collator and what the vLLM engine
-  needs to build its requests.
+  :class:`PolicyPath` the loop talks to (its ``vllm_requests()`` is how the vLLM engine builds
+  requests) and the ``generate`` collator.
 
 Modules are imported lazily: a text run never imports the VL stack (qwen-vl-utils, which
 imports torchvision).
@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -54,6 +54,10 @@ class PolicyPath(Protocol):
 
     def decode(self, rollout: Rollout) -> list[str]: ...
 
+    def vllm_requests(self) -> Any:
+        """This path's vLLM request builder (:class:`mm_gmpo.rollout.vllm.VLLMRequestBuilder`)."""
+        ...
+
 
 @dataclass
 class PathParts:
@@ -64,8 +68,6 @@ class PathParts:
     tokenizer: Any  # the text tokenizer: decoding, stop tokens, probes
     path: PolicyPath
     generate_collate: Callable[..., dict[str, torch.Tensor]] | None = None  # HFGenerateEngine(collate=)
-    # Extra keyword arguments of the vLLM engine (VL: image token, pixel budget, banned tokens).
-    vllm_options: dict[str, Any] = field(default_factory=dict)
 
 
 def _module(modality: str) -> Any:

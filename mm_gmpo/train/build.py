@@ -150,7 +150,7 @@ def build_rollout_engine(cfg: Config, engine: TrainEngine, parts: PathParts, mod
     if cfg.rollout.engine == "vllm":
         from mm_gmpo.rollout.vllm import build_vllm_engine
 
-        return build_vllm_engine(cfg, model_dir, parts.tokenizer, parts.vllm_options)
+        return build_vllm_engine(cfg, model_dir, parts.tokenizer, parts.path.vllm_requests())
     from mm_gmpo.rollout.hf import HFGenerateEngine
 
     return HFGenerateEngine(
@@ -182,6 +182,8 @@ class Run:
         self.logger.close()
         if hasattr(self.scorer, "close"):
             self.scorer.close()
+        if hasattr(self.trainer.rollout_engine, "close"):
+            self.trainer.rollout_engine.close()  # vLLM: before the process group goes (see VLLMEngine.close)
         if self.owns_group and dist.world_size() == 1:
             dist.shutdown()
             for key in self.owned_env:

@@ -52,6 +52,10 @@ class DataConfig:
     answer_key: str = _f("answer", "field holding the ground truth")
     template: str = _f("qwen_math", "prompt template: qwen_math, r1, none, geometry")
     max_prompt_len: int = _f(1024, "prompts longer than this (tokens) are refused or skipped, never cut")
+    max_images_per_prompt: int = _f(
+        4,
+        "VL: most images one prompt may carry; more is a bad record (refused or skipped); vLLM's limit_mm_per_prompt",
+    )
     on_bad_record: str = _f("skip", "error: stop with a message naming the record; skip: count, log, go on")
     synthetic_train_size: int = _f(2000, "records in a synthetic training set")
     synthetic_eval_size: int = _f(200, "records in a synthetic held-out set")
@@ -300,6 +304,7 @@ def validate(cfg: Config) -> Config:
     _require(len(cfg.optim.betas) == 2, "optim.betas: two numbers")
     _require(cfg.data.on_bad_record in ("error", "skip"), "data.on_bad_record: error or skip")
     _require(cfg.data.max_prompt_len >= 1, "data.max_prompt_len: must be >= 1")
+    _require(cfg.data.max_images_per_prompt >= 1, "data.max_images_per_prompt: must be >= 1")
     _require(cfg.reward.kind in ("math", "geometry"), "reward.kind: math or geometry")
     t = cfg.train
     _require(t.steps >= 0, "train.steps: must be >= 0")

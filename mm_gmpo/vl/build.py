@@ -3,8 +3,9 @@
 Config fields read here: ``model.dtype``, ``model.trust_remote_code``,
 ``model.freeze_vision_tower``, ``model.min_pixels`` / ``model.max_pixels`` (None: EasyR1's
 262,144 / 4,194,304 for a real model; a ``tiny:`` model keeps its own tiny budget),
-``data.template``, ``data.max_prompt_len``. Activation checkpointing is the training engine's
-(``build_engine``), as on the text path.
+``data.template``, ``data.max_prompt_len``, ``data.max_images_per_prompt`` (also vLLM's
+per-prompt image limit, through the path's request builder), ``train.logit_chunk``.
+Activation checkpointing is the training engine's (``build_engine``), as on the text path.
 """
 
 from __future__ import annotations
@@ -15,8 +16,14 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from mm_gmpo.dtypes import resolve_dtype
-from mm_gmpo.policy_paths import PathParts, model_structure
-from mm_gmpo.vl.model import EASYR1_MAX_PIXELS, EASYR1_MIN_PIXELS, load_vl_model, load_vl_processor
+from mm_gmpo.policy_paths import PathParts
+from mm_gmpo.vl.model import (
+    EASYR1_MAX_PIXELS,
+    EASYR1_MIN_PIXELS,
+    load_vl_model,
+    load_vl_model_skeleton,
+    load_vl_processor,
+)
 from mm_gmpo.vl.path import VLPolicyPath
 
 if TYPE_CHECKING:
@@ -49,7 +56,7 @@ def load_model(cfg: Config, model_dir: str | Path) -> nn.Module:
 
 
 def build_parts(cfg: Config, model_dir: str | Path, *, weights: bool = True) -> PathParts:
-    """Processor, model, :class:`VLPolicyPath`, its generate collator and its vLLM settings.
+    """Processor, model, :class:`VLPolicyPath` (its ``vllm_requests()`` serves vLLM) and its generate collator.
 
     The processor is the run's saveable "tokenizer": checkpoints save it whole, so
     ``AutoProcessor`` reloads the same pixel budget.
@@ -59,24 +66,19 @@ def build_parts(cfg: Config, model_dir: str | Path, *, weights: bool = True) -> 
     if weights:
         model = load_model(cfg, model_dir)
     else:
-        from transformers import Qwen2_5_VLForConditionalGeneration
-
-        model = model_structure(Qwen2_5_VLForConditionalGeneration, model_dir, cfg.model.trust_remote_code)
+        model = load_vl_model_skeleton(model_dir, trust_remote_code=cfg.model.trust_remote_code)
     path = VLPolicyPath(
-        processor, model, cfg.data.template, cfg.data.max_prompt_len, logit_chunk=cfg.train.logit_chunk
+        processor,
+        model,
+        cfg.data.template,
+        cfg.data.max_prompt_len,
+        logit_chunk=cfg.train.logit_chunk,
+        max_images_per_prompt=cfg.data.max_images_per_prompt,
     )
-    vllm_options = {
-        "banned_token_ids": path.banned_token_ids,
-        "image_token_id": path.image_token_id,
-        "merge_size": path.merge_size,
-        "mm_processor_kwargs": {"min_pixels": path.min_pixels, "max_pixels": path.max_pixels},
-        "limit_images_per_prompt": 4,
-    }
     return PathParts(
         model=model,
         saveable=processor,
         tokenizer=processor.tokenizer,
         path=path,
         generate_collate=path.generate_collate(),
-        vllm_options=vllm_options,
     )

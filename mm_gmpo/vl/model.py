@@ -110,3 +110,17 @@ def load_vl_model(
     if freeze_vision:
         freeze_vision_tower(model)
     return model
+
+
+def load_vl_model_skeleton(path: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
+    """The model's modules on the meta device: no weights, no memory.
+
+    What the VL path reads from a model when another engine (vLLM) holds the weights: the
+    config (image token, merge size, vision token ids), the mRoPE ``get_rope_index`` (config
+    only) and the generation config. A 7B model costs nothing to build this way.
+    """
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from mm_gmpo.policy_paths import model_structure
+
+    return model_structure(Qwen2_5_VLForConditionalGeneration, path, trust_remote_code)

@@ -51,6 +51,7 @@ from mm_gmpo.vl.collate import (
     mm_token_types,
 )
 from mm_gmpo.vl.model import processor_pixel_limits
+from mm_gmpo.vl.vllm_requests import QwenVLRequests
 
 VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
 
@@ -67,8 +68,10 @@ class VLPolicyPath:
     """Qwen2.5-VL on prompts with zero, one or several images each.
 
     ``bad_records`` counts refused records by reason (``image:empty``, ``prompt_too_long``,
-    ...), so a run that skips them can say how many and why. ``logit_chunk``: response positions
-    per chunk of LM head + log-softmax in ``forward`` (:mod:`mm_gmpo.train.logprobs`); 0 computes
+    ``too_many_images``, ...), so a run that skips them can say how many and why.
+    ``max_images_per_prompt`` (``data.max_images_per_prompt``) is also the vLLM engine's
+    per-prompt image limit (:meth:`vllm_requests`). ``logit_chunk``: response positions per
+    chunk of LM head + log-softmax in ``forward`` (:mod:`mm_gmpo.train.logprobs`); 0 computes
     the full [B, R, V] logits (the reference).
     """
 
@@ -81,12 +84,16 @@ class VLPolicyPath:
         ban_vision_tokens: bool = True,
         cache_mb: float = 256.0,
         logit_chunk: int = DEFAULT_LOGIT_CHUNK,
+        max_images_per_prompt: int = 4,
     ) -> None:
+        if max_images_per_prompt < 1:
+            raise ValueError(f"max_images_per_prompt must be >= 1, got {max_images_per_prompt}")
         self.processor = processor
         self.logit_chunk = logit_chunk
         self.tokenizer = processor.tokenizer
         self.template = get_template(template) if isinstance(template, str) else template
         self.max_prompt_len = max_prompt_len
+        self.max_images_per_prompt = max_images_per_prompt
         config = model.config
         self.image_token_id = int(config.image_token_id)
         video = getattr(config, "video_token_id", None)
@@ -154,6 +161,12 @@ class VLPolicyPath:
     def _build_prompt(self, record: Record) -> PromptInput:
         if not str(record.problem).strip():
             raise BadRecordError(f"record {record.id!r}: empty problem text", "empty_problem")
+        if len(record.images) > self.max_images_per_prompt:
+            raise BadRecordError(
+                f"record {record.id!r}: {len(record.images)} images, over "
+                f"data.max_images_per_prompt={self.max_images_per_prompt} (the engines' per-prompt limit)",
+                "too_many_images",
+            )
         messages = self._messages(record)
         images = self._load_images(record, messages)
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -230,6 +243,10 @@ class VLPolicyPath:
         except (ValueError, OSError, AssertionError) as exc:
             raise BadImageError(record.id, -1, "unusable", f"{type(exc).__name__}: {exc}") from exc
         return list(images or [])
+
+    def vllm_requests(self) -> QwenVLRequests:
+        """This path's vLLM request builder (placeholders, pixel budget, image limit, bans)."""
+        return QwenVLRequests.from_path(self)
 
     # ------------------------------------------------------------ batches
     def collate_for_generate(self, prompts: list[PromptInput], pad_id: int) -> dict[str, torch.Tensor]:

@@ -124,6 +124,18 @@ def test_row2_rollout_writes_row(tmp_path):
     assert row["value"] > 0 and row["baseline_value"] > 0
 
 
+@pytest.mark.skipif(not HAS_VLLM_VENV, reason=".venv-vllm absent: run `bash scripts/setup_vllm_env.sh`")
+def test_row9_vl_rollout_writes_row(tmp_path):
+    _run(
+        "bench_rollout_row.py",
+        tmp_path,
+        *("--vl", "--runs", "1", "--prompts", "4", "--n", "2", "--max-new-tokens", "4", "--repeats", "1"),
+    )
+    row = _row(tmp_path, 9)
+    assert row["value"] > 0 and row["baseline_value"] > 0 and "Qwen2.5-VL" in row["conditions"]
+    assert row["details"]["runs"][0]["ratio"] > 0
+
+
 def test_row2_without_vllm_env_says_so(tmp_path):
     _run("bench_rollout_row.py", tmp_path, "--venv", "no-such-venv")
     row = _row(tmp_path, 2)

@@ -13,7 +13,7 @@ from mm_gmpo.train.checkpoint import COMPLETE, checkpoint_root
 
 
 def test_auto_picks_vllm_only_when_it_can_run():
-    expected = "vllm" if vllm_available(need_gpu=True) is None else "hf"
+    expected = "vllm" if vllm_available() is None else "hf"
     assert pick_backend("auto") == expected
     assert pick_backend("hf") == "hf"
     assert pick_backend("ground-truth") == "ground-truth"
@@ -24,7 +24,7 @@ def test_without_vllm_auto_falls_back_and_explicit_vllm_explains(monkeypatch):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a)
     )
-    assert "not installed" in vllm_available(need_gpu=False)
+    assert "not installed" in vllm_available(cpu_ok=True)
     assert pick_backend("auto") == "hf"
     with pytest.raises(BackendUnavailable, match="use --backend hf"):
         pick_backend("vllm")
@@ -44,10 +44,10 @@ def test_eval_vllm_engine_gets_the_spec_and_the_paths_own_settings(monkeypatch):
 
     monkeypatch.setattr(vllm_module, "VLLMEngine", Recorder)
     spec = generators.ModelSpec("m", modality="vl", tensor_parallel_size=2, dtype="bf16", seed=1)
-    generators._vllm_engine(generators.spec_config(spec), "m", {"image_token_id": 7})
+    generators._vllm_engine(generators.spec_config(spec), "m", "the path's request builder")
     assert seen["model_dir"] == "m" and str(seen["dtype"]) == "torch.bfloat16"
     assert seen["tensor_parallel_size"] == 2 and seen["seed"] == 1 and seen["enable_sleep_mode"] is False
-    assert seen["image_token_id"] == 7
+    assert seen["requests"] == "the path's request builder"
 
 
 def _fake_model(folder: Path) -> Path:

@@ -103,6 +103,29 @@ def test_prompt_over_the_limit_is_refused_not_truncated(processor, vl_model, mak
     assert path.bad_records["prompt_too_long"] == 1
 
 
+def test_more_images_than_data_max_images_per_prompt_is_a_counted_bad_record(tmp_path, vl_dir, make_png):
+    from mm_gmpo.vl.build import build_parts
+
+    cfg = load_config(
+        None,
+        [
+            "modality=vl",
+            f"train.output_dir={tmp_path}",
+            "data.max_images_per_prompt=2",
+            "data.template=geometry",
+        ],
+    )
+    path = build_parts(cfg, vl_dir).path
+    two = Record("two", "Compare <image> and <image>.", "3", images=[make_png(56, 56), make_png(84, 56)])
+    three = Record("three", "<image> <image> <image>?", "3", images=[make_png(56, 56)] * 3)
+    assert len(path.build_prompt(two).multimodal["image_grid_thw"]) == 2
+    with pytest.raises(BadRecordError, match=r"record 'three': 3 images, over data.max_images_per_prompt=2"):
+        path.build_prompt(three)
+    assert path.bad_records["too_many_images"] == 1
+    # the same limit is what the vLLM engine is started with (limit_mm_per_prompt)
+    assert path.vllm_requests().vllm_engine_kwargs()["limit_mm_per_prompt"] == {"image": 2}
+
+
 def test_literal_image_token_in_text_is_refused(fresh_path, make_png) -> None:
     """A stray <|image_pad|> in the question would mean one image slot too many at train time."""
     record = Record("stray", "What is <|image_pad|> here?", "3", images=[make_png(56, 56)])

