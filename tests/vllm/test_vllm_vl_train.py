@@ -33,7 +33,7 @@ def test_three_vl_steps_with_vllm_rollouts_change_every_trainable_parameter(tmp_
     cfg = load_config(
         None,
         [
-            "path=vl",
+            "modality=vl",
             "model.path=tiny:qwen2_5_vl",
             "model.dtype=fp32",
             "data.train=synthetic:squares",
