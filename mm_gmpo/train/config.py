@@ -147,6 +147,8 @@ class TrainConfig:
         "one forward fewer per step",
     )
     micro_batch_size: int = _f(8, "sequences per forward/backward")
+    logit_chunk: int = _f(256, "response positions per chunk of LM head + log-softmax in the update (0: full [B, R, V] logits)")
+    micro_batch_tokens: int = _f(0, "token budget per micro-batch (padded prompt+response positions); rows sorted by length and packed under it (0: off, micro_batch_size rows each)")
     engine: str = _f("torch", "torch (one process) or deepspeed")
     zero_stage: int = _f(2, "DeepSpeed ZeRO stage 0-3")
     offload: bool = _f(False, "DeepSpeed: optimizer states on the CPU (ZeRO 1-3)")
