@@ -427,7 +427,7 @@ class MicroBatch:
 
     rows: int
     tokens: int  # padded prompt + response positions
-    logit_rows: int  # rows x positions of the largest [rows, positions, V] block
+    logit_rows: int  # the largest [rows, positions, V] block of the log-prob step
     logit_positions: int
     patches: int  # vision patches (VL path)
     description: str
@@ -449,8 +449,7 @@ def longest_micro_batch(cfg: Any, shape: ModelShape | None) -> MicroBatch:
     """
     t = cfg.train
     prompt, response = cfg.data.max_prompt_len, cfg.rollout.max_new_tokens
-    chunk = getattr(t, "logit_chunk", 0)
-    budget = getattr(t, "micro_batch_tokens", 0)
+    chunk, budget = max(0, t.logit_chunk), max(0, t.micro_batch_tokens)
     per_row_positions = response if chunk <= 0 else min(chunk, response)
     patches_per_row = 0
     p_floor = 1
@@ -567,7 +566,7 @@ def plan_memory(cfg: Any, world: int = 1, gpu_mem_gib: float = 80.0) -> MemoryPl
     t = cfg.train
     b = _weight_bytes(cfg.model.dtype)
     ckpt = bool(cfg.model.gradient_checkpointing)
-    chunk = getattr(t, "logit_chunk", 0)
+    chunk = max(0, t.logit_chunk)
     plan = MemoryPlan(
         world=world, gpu_mem_gib=gpu_mem_gib, model=cfg.model.path, shape=shape, micro_batch=None
     )
@@ -681,7 +680,7 @@ def plan_memory(cfg: Any, world: int = 1, gpu_mem_gib: float = 80.0) -> MemoryPl
                 "lower train.logit_chunk" if chunk > 0 else "set train.logit_chunk=256 (chunked log-probs)",
             )
         )
-        if getattr(t, "micro_batch_tokens", 0) > 0 and mb.logit_rows > mb.rows:
+        if t.micro_batch_tokens > 0 and mb.logit_rows > mb.rows:
             floor = _image_tokens_floor(cfg, shape)
             shortest = (
                 f"{floor}-token prompts (an image at model.min_pixels)" if floor > 1 else "1-token prompts"
