@@ -541,6 +541,10 @@ class MemoryPlan:
             return None
         phase = self.peak_phase
         parts = [r for r in self.rows if r.phase in ("both", phase) and r.knob and r.nbytes]
+        if not parts:
+            return (
+                f"memory plan: the {phase} phase needs more than --gpu-mem {self.gpu_mem_gib:g} GiB per GPU"
+            )
         top = max(parts, key=lambda r: r.nbytes or 0)
         return (
             f"memory plan: the {phase} phase needs {self.peak_bytes / GIB:.1f} GiB per GPU, over "  # type: ignore[operator]
