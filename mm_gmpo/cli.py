@@ -26,6 +26,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"# dry run OK: world size {world}, {t.prompts_per_step // world} prompts x {cfg.rollout.n} samples "
             f"per rank per step, {t.mini_batches} optimizer step(s) per pass, {t.ppo_epochs} pass(es)"
         )
+        from mm_gmpo.train.config import ConfigError
+        from mm_gmpo.train.memory_plan import plan_memory, render_plan
+
+        plan = plan_memory(cfg, world, args.gpu_mem)
+        print("\n".join(f"# {line}".rstrip() for line in render_plan(plan).splitlines()))  # YAML comments
+        message = plan.over_budget_message()
+        if message:
+            raise ConfigError(message)
         return 0
     summary = train(cfg)
     from mm_gmpo.train import dist
@@ -85,13 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="section.field=value, e.g. optim.lr=1e-6 loss.name=grpo"
     )
     p_train.add_argument(
-        "--dry-run", action="store_true", help="resolve and validate the config, print it, exit"
+        "--dry-run",
+        action="store_true",
+        help="resolve and validate the config, print it and its per-GPU memory plan, exit",
     )
     p_train.add_argument(
         "--world-size",
         type=int,
         default=None,
         help="with --dry-run: ranks to check (default $WORLD_SIZE or 1)",
+    )
+    p_train.add_argument(
+        "--gpu-mem",
+        type=float,
+        default=80.0,
+        metavar="GIB",
+        help="with --dry-run: memory per GPU in GiB; a memory plan over it fails the dry run (default 80)",
     )
     p_train.set_defaults(func=_cmd_train)
     p_demo = sub.add_parser("demo", help="the CPU demo: tiny model, synthetic task, before/after accuracy")

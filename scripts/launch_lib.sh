@@ -4,7 +4,8 @@
 #   launch_train CONFIG [section.field=value ...]
 #
 # 1. resolves and validates the config, its overrides and the batch arithmetic for the world
-#    size (`mm-gmpo train --dry-run --world-size N`, no GPU) and prints the resolved YAML;
+#    size (`mm-gmpo train --dry-run --world-size N`, no GPU) and prints the resolved YAML and the
+#    per-GPU memory plan (YAML comments), refusing a plan over GPU_MEM;
 # 2. stops there when DRY_RUN=1 (or --dry-run was given);
 # 3. otherwise writes the resolved config to <train.output_dir>/config.yaml (plus the launch
 #    command to launch.txt) and starts `mm-gmpo train` under the chosen launcher.
@@ -19,6 +20,8 @@
 #   HOSTFILE        DeepSpeed hostfile ("host slots=N" lines): LAUNCHER becomes deepspeed and the
 #                   world size is the sum of the slots; run the script once, on the first host
 #   EXTRA_ARGS      more overrides, split on whitespace (positional overrides work too)
+#   GPU_MEM         GiB per GPU for the dry run's memory plan (default 80); a plan over it stops
+#                   the launch (exit 2) with the part to shrink and the setting that does it
 #   PYTHON          interpreter (default: the repo's .venv, else python3)
 #   LAUNCH_ECHO=1   print the launcher command instead of running it (tests)
 
@@ -117,7 +120,9 @@ launch_train() {
   resolved="$(mktemp)"
   # shellcheck disable=SC2064  # expand now: the trap must remove this very file
   trap "rm -f '$resolved'" RETURN
-  if ! "$py" -m mm_gmpo train "$config" "$@" --dry-run --world-size "$world" >"$resolved"; then
+  if ! "$py" -m mm_gmpo train "$config" "$@" --dry-run --world-size "$world" --gpu-mem "${GPU_MEM:-80}" \
+    >"$resolved"; then
+    sed -n '/^# dry run OK/,$p' "$resolved" >&2 # the memory plan, when that is what failed
     echo "error: the config did not validate for world size $world (see above)" >&2
     return 2
   fi
@@ -170,7 +175,7 @@ print(c["train"]["output_dir"]); print(resolve_data_source(c["data"]["train"]))'
   esac
 
   mkdir -p "$out"
-  grep -v '^# dry run OK' "$resolved" >"$out/config.yaml"
+  sed '/^# dry run OK/,$d' "$resolved" >"$out/config.yaml" # the YAML, without the summary and the plan
   {
     echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), world size $world"
     printf '%q ' "${cmd[@]}"

@@ -6,6 +6,8 @@ from mm_gmpo.testing.models import (
     build_tiny_qwen2,
     build_tiny_qwen2_5_vl,
     tiny_model_dir,
+    tiny_qwen2_5_vl_config,
+    tiny_qwen2_config,
 )
 from mm_gmpo.testing.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
 
@@ -18,4 +20,6 @@ __all__ = [
     "build_tiny_qwen2_5_vl",
     "build_tokenizer",
     "tiny_model_dir",
+    "tiny_qwen2_5_vl_config",
+    "tiny_qwen2_config",
 ]

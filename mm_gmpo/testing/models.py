@@ -75,18 +75,15 @@ def _seeded_init(seed: int, make: Any) -> Any:
         return make()
 
 
-def build_tiny_qwen2(out_dir: str | Path, seed: int = 0, **config_overrides: Any) -> Path:
-    """Save a tiny random ``Qwen2ForCausalLM`` (fp32) plus its tokenizer to ``out_dir``.
+def tiny_qwen2_config(ids: dict[str, int] | None = None, **config_overrides: Any) -> Any:
+    """The ``Qwen2Config`` :func:`build_tiny_qwen2` saves (``ids``: the tokenizer's special ids).
 
-    Defaults: hidden 128, 2 layers, 2 heads (head_dim 64), 1 KV head, intermediate 256, tied
-    embeddings (as Qwen2.5-Math-1.5B). ``config_overrides`` go straight into ``Qwen2Config``.
-    eos = [<|im_end|>, <|endoftext|>], pad = bos = <|endoftext|>.
+    Also what the dry run's memory plan reads a ``tiny:qwen2`` model's shape from, so the plan and
+    the built model cannot disagree.
     """
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config
 
-    out = Path(out_dir)
-    build_tokenizer(out)
-    ids = _special_ids(out)
+    ids = ids if ids is not None else _special_ids(tiny_model_dir("tokenizer"))
     kwargs: dict[str, Any] = {
         **_TEXT_DEFAULTS,
         "vocab_size": ids["vocab_size"],
@@ -98,36 +95,39 @@ def build_tiny_qwen2(out_dir: str | Path, seed: int = 0, **config_overrides: Any
         "dtype": "float32",
     }
     kwargs.update(config_overrides)
-    config = Qwen2Config(**kwargs)
+    return Qwen2Config(**kwargs)
+
+
+def build_tiny_qwen2(out_dir: str | Path, seed: int = 0, **config_overrides: Any) -> Path:
+    """Save a tiny random ``Qwen2ForCausalLM`` (fp32) plus its tokenizer to ``out_dir``.
+
+    Defaults: hidden 128, 2 layers, 2 heads (head_dim 64), 1 KV head, intermediate 256, tied
+    embeddings (as Qwen2.5-Math-1.5B). ``config_overrides`` go straight into ``Qwen2Config``.
+    eos = [<|im_end|>, <|endoftext|>], pad = bos = <|endoftext|>.
+    """
+    from transformers import Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    build_tokenizer(out)
+    ids = _special_ids(out)
+    config = tiny_qwen2_config(ids, **config_overrides)
     model = _seeded_init(seed, lambda: Qwen2ForCausalLM(config))
     model.generation_config = _generation_config(ids)
     model.save_pretrained(out)
     return out
 
 
-def build_tiny_qwen2_5_vl(
-    out_dir: str | Path,
-    seed: int = 0,
-    min_pixels: int = TINY_MIN_PIXELS,
-    max_pixels: int = TINY_MAX_PIXELS,
-    **overrides: Any,
-) -> Path:
-    """Save a tiny random ``Qwen2_5_VLForConditionalGeneration`` plus its processor to ``out_dir``.
+def tiny_qwen2_5_vl_config(ids: dict[str, int] | None = None, **overrides: Any) -> Any:
+    """The ``Qwen2_5_VLConfig`` :func:`build_tiny_qwen2_5_vl` saves (``ids``: the tokenizer's special ids).
 
-    Text part as ``build_tiny_qwen2`` (untied embeddings, as Qwen2.5-VL-7B; mRoPE sections
-    [8, 12, 12] for head_dim 64). Vision tower: depth 2, hidden 128, 2 heads, patch 14, merge 2,
-    full attention in the last block. The image processor defaults to 4..16 image tokens per
-    image (``min_pixels`` / ``max_pixels``).
-
-    ``overrides`` may hold ``text_config`` and ``vision_config`` dicts (merged into the defaults)
-    and any top-level ``Qwen2_5_VLConfig`` field.
+    ``overrides`` as for the builder (``text_config`` / ``vision_config`` dicts merged into the
+    defaults, other keys top-level); ``min_pixels`` / ``max_pixels`` belong to the processor and
+    are ignored here.
     """
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLConfig
 
-    out = Path(out_dir)
-    build_tokenizer(out)
-    ids = _special_ids(out)
-
+    ids = ids if ids is not None else _special_ids(tiny_model_dir("tokenizer"))
+    overrides = {k: v for k, v in overrides.items() if k not in ("min_pixels", "max_pixels")}
     text_config: dict[str, Any] = {
         **_TEXT_DEFAULTS,
         "vocab_size": ids["vocab_size"],
@@ -163,34 +163,65 @@ def build_tiny_qwen2_5_vl(
         **overrides,
     )
     config.dtype = "float32"
+    return config
+
+
+def build_tiny_qwen2_5_vl(
+    out_dir: str | Path,
+    seed: int = 0,
+    min_pixels: int = TINY_MIN_PIXELS,
+    max_pixels: int = TINY_MAX_PIXELS,
+    **overrides: Any,
+) -> Path:
+    """Save a tiny random ``Qwen2_5_VLForConditionalGeneration`` plus its processor to ``out_dir``.
+
+    Text part as ``build_tiny_qwen2`` (untied embeddings, as Qwen2.5-VL-7B; mRoPE sections
+    [8, 12, 12] for head_dim 64). Vision tower: depth 2, hidden 128, 2 heads, patch 14, merge 2,
+    full attention in the last block. The image processor defaults to 4..16 image tokens per
+    image (``min_pixels`` / ``max_pixels``).
+
+    ``overrides`` may hold ``text_config`` and ``vision_config`` dicts (merged into the defaults)
+    and any top-level ``Qwen2_5_VLConfig`` field.
+    """
+    from transformers import (
+        AutoTokenizer,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    out = Path(out_dir)
+    build_tokenizer(out)
+    ids = _special_ids(out)
+    config = tiny_qwen2_5_vl_config(ids, **overrides)
     model = _seeded_init(seed, lambda: Qwen2_5_VLForConditionalGeneration(config))
     model.generation_config = _generation_config(ids)
     model.save_pretrained(out)
 
-    _save_tiny_vl_processor(out, vision_config, min_pixels, max_pixels)
-    return out
-
-
-def _save_tiny_vl_processor(
-    out: Path, vision_config: dict[str, Any], min_pixels: int, max_pixels: int
-) -> None:
-    """The processor that matches the tiny vision tower (patch, merge, temporal patch sizes)."""
-    from transformers import AutoTokenizer, Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
-
-    sizes = {
-        "min_pixels": min_pixels,
-        "max_pixels": max_pixels,
-        "patch_size": vision_config["patch_size"],
-        "merge_size": vision_config["spatial_merge_size"],
-        "temporal_patch_size": vision_config["temporal_patch_size"],
-    }
+    patch = config.vision_config.patch_size
+    merge = config.vision_config.spatial_merge_size
+    temporal = config.vision_config.temporal_patch_size
     processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**sizes),
+        image_processor=Qwen2VLImageProcessor(
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            patch_size=patch,
+            merge_size=merge,
+            temporal_patch_size=temporal,
+        ),
         tokenizer=AutoTokenizer.from_pretrained(out),
-        video_processor=Qwen2VLVideoProcessor(**sizes),
+        video_processor=Qwen2VLVideoProcessor(
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            patch_size=patch,
+            merge_size=merge,
+            temporal_patch_size=temporal,
+        ),
     )
     processor.chat_template = processor.tokenizer.chat_template
     processor.save_pretrained(out)
+    return out
 
 
 TinyKind = Literal["tokenizer", "qwen2", "qwen2_5_vl"]

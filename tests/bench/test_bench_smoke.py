@@ -206,3 +206,19 @@ def test_row8_padding_writes_row_and_renders(tmp_path):
     assert row["ratio"] == pytest.approx(d["timing"]["median_s"]["budget"] / d["timing"]["median_s"]["fixed"])
     text = _load_run_all().render(tmp_path, tmp_path / "RESULTS.md")
     assert "| 8 |" in text and "% padded" in text
+
+
+def test_memory_plan_bench_writes_its_comparison(tmp_path):
+    _run("bench_memory_plan.py", tmp_path, "--prompt", "32", "--response", "32", "--vocab", "1024")
+    report = json.loads((tmp_path / "memory_plan.json").read_text())
+    rows = report["results"]
+    assert [(r["case"], r["gradient_checkpointing"]) for r in rows] == [
+        ("vocab", False),
+        ("vocab", True),
+        ("act", False),
+        ("act", True),
+    ]
+    for r in rows:
+        assert r["measured_peak_gib"] > 0 and r["peak_ratio_measured_over_planned"] > 0
+        if not r["gradient_checkpointing"]:  # what autograd saves is what the plan counts
+            assert r["saved_activations_gib"] == pytest.approx(r["planned_activations_gib"], abs=2e-4)

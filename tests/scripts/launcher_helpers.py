@@ -51,6 +51,7 @@ LAUNCH_ENV = (
     "OUT",
     "LABEL",
     "DATA_DIR",
+    "GPU_MEM",
 )
 
 

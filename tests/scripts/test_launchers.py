@@ -137,6 +137,17 @@ def test_text_dry_run_is_the_paper_recipe() -> None:
     assert cfg["train"]["output_dir"] == "runs/text_gmpo_Qwen2.5-Math-7B"
     line = summary_line(proc.stdout)
     assert "world size 8" in line and "16 prompts x 8 samples per rank" in line
+    # the per-GPU memory plan follows, as YAML comments: the recipe fits 8 x 80 GB
+    assert "# memory plan per GPU: Qwen/Qwen2.5-Math-7B, 8 GPU(s) of 80 GiB" in proc.stdout
+    assert "fits in 80 GiB" in proc.stdout
+
+
+def test_memory_plan_over_gpu_mem_stops_the_launch() -> None:
+    proc = H.run_script("train_text_gmpo.sh", "--dry-run", GPU_MEM="40")
+    assert proc.returncode == 2
+    assert "does NOT fit in 40 GiB" in proc.stderr  # the plan is shown with the error
+    assert "config error: memory plan: the update phase needs" in proc.stderr
+    assert "train.zero_stage=3" in proc.stderr
 
 
 def test_text_env_gives_the_grpo_baseline_and_the_small_model() -> None:
@@ -177,6 +188,8 @@ def test_vl_dry_run_is_easyr1s_geometry3k_recipe() -> None:
     line = summary_line(proc.stdout)
     assert "world size 8" in line and "64 prompts x 5 samples per rank" in line
     assert "4 optimizer step(s) per pass" in line  # global batch 128 of the 512 rollout prompts
+    assert "# memory plan per GPU: Qwen/Qwen2.5-VL-7B-Instruct, 8 GPU(s) of 80 GiB" in proc.stdout
+    assert "vision tower" in proc.stdout and "fits in 80 GiB" in proc.stdout
     for key, value in VL_PIXELS.items():
         assert key in ModelConfig.__dataclass_fields__, f"model.{key}"
         assert cfg["model"][key] == value, f"model.{key}"
@@ -189,8 +202,12 @@ def test_world_size_arithmetic_is_validated() -> None:
     two_nodes = dry_run("train_text_gmpo.sh", NNODES="2", NPROC_PER_NODE="8")
     assert "world size 16" in summary_line(two_nodes.stdout)
     assert "8 prompts x 8 samples per rank" in summary_line(two_nodes.stdout)
-    one_gpu = dry_run("train_text_gmpo.sh", GPUS="1")
+    one_gpu = dry_run("train_text_gmpo.sh", GPUS="1", MODEL="Qwen/Qwen2.5-Math-1.5B")
     assert "world size 1, 128 prompts" in summary_line(one_gpu.stdout)
+    # the 7B's model states alone (ZeRO-2 over one rank) exceed one 80 GB GPU: the plan says so
+    big = H.run_script("train_text_gmpo.sh", "--dry-run", GPUS="1")
+    assert big.returncode == 2 and "world size 1, 128 prompts" in big.stderr
+    assert "model states" in big.stderr and "train.zero_stage=3" in big.stderr
 
     odd = H.run_script("train_text_gmpo.sh", "--dry-run", NPROC_PER_NODE="3")
     assert odd.returncode == 2
