@@ -102,7 +102,8 @@ def check_hub_id(
         log.warning("%s: %s; using the cached copy %s", field, problem, cached)
         return cached
     raise SourceError(
-        f"{field}: {repo_id!r} is no local directory, and as a hub id it cannot be used: {problem}"
+        f"{field}: {repo_id!r} is no local directory, and as a hub id it cannot be used: {problem}; "
+        "download it where the hub is reachable or give a local directory"
     )
 
 

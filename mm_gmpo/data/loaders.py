@@ -116,11 +116,9 @@ def _iter_arrow_table(table: Any, chunk: int = 1024) -> Iterator[dict[str, Any]]
 def _iter_parquet(path: Path) -> Iterator[dict[str, Any]]:
     """Any parquet file; files in the project's record format (``record_io``) are decoded by
     ``record_io`` so string-vs-list answers and JSON metadata come back exactly."""
-    import pyarrow.parquet as pq
-
     from mm_gmpo.data import record_io
 
-    table = pq.read_table(path)
+    table = record_io.read_parquet(path)
     if set(record_io.SCHEMA.names) <= set(table.column_names):
         for rec in record_io.read_records(path):
             yield rec.to_dict()

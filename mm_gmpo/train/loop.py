@@ -217,21 +217,22 @@ class Trainer:
         indices = self.sampler.next_batch()[self.rank * per_rank : (self.rank + 1) * per_rank]
         prompts: list[PromptInput] = []
         records: list[Record] = []
-        drawn = 0
+        drawn = per_rank * self.world  # over all ranks
         while True:
             built, kept, refused = build_prompts(self.path, [self.records[i] for i in indices], strict)
-            prompts, records, drawn = prompts + built, records + kept, drawn + len(indices) * self.world
+            prompts, records = prompts + built, records + kept
             reports = dist.all_gather_object(_refusal_report(per_rank - len(prompts), refused, strict))
-            need = self._take_reports(reports)
-            if need == 0 or drawn >= len(self.records):
+            need = min(self._take_reports(reports), (len(self.records) - drawn) // self.world)
+            if need <= 0:
                 break
             replacements = self.sampler.take(need * self.world)  # every rank draws alike
+            drawn += need * self.world
             first = self.rank * need
             indices = replacements[first : first + per_rank - len(prompts)]
         built_total = sum(per_rank - report["short"] for report in reports)
         if built_total == 0:
             raise BadRecordError(self._nothing_built(drawn), "no_usable_records")
-        if need and dist.is_main():
+        if built_total < self.cfg.train.prompts_per_step and dist.is_main():
             log.warning(
                 "step %d: only %d of train.prompts_per_step=%d prompts could be built from one pass "
                 "over the data",
