@@ -72,10 +72,6 @@ def load_split_report(source: str, cfg: Config, split: str) -> LoadResult:
         )
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{field}: {exc}") from None
-    if result.n_skipped and dist.is_main():
-        log.warning(
-            "%s=%s: skipped %d bad records (data.on_bad_record=skip)", field, source, result.n_skipped
-        )
     if not result.records:
         raise BadRecordError(
             f"{field}={source}: no usable record in {result.n_rows} rows "

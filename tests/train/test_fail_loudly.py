@@ -247,3 +247,30 @@ def test_summary_reports_rows_skips_and_timeouts(tmp_path, caplog) -> None:
     assert summary["skipped_records_by_reason"] == ({"prompt_too_long": 1} if long_drawn else {})
     assert summary["verifier_timeouts"] == 0 and summary["steps_without_signal"] in (0, 1)
     assert "trained 8 rows in 1 steps; skipped: data.train invalid JSON: 1" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_bad_record_on_one_rank_stops_every_rank_with_one_line(tmp_path) -> None:
+    """Only rank 1's prompt is bad: both ranks stop (no rank left waiting in a collective), both
+    exit 2, and the line is printed once, by rank 0."""
+    import os
+
+    from mm_gmpo.data.sampler import PromptSampler
+    from mm_gmpo.train import dist
+
+    first = PromptSampler(4, 2, seed=0).next_batch()  # ranks 0 and 1 take one record each
+    rows = [{"problem": f"Which is the largest of {i}, 2?", "answer": str(max(i, 2))} for i in range(4)]
+    rows[first[1]] = {"problem": "Which is the largest of " + "7, " * 60 + "1?", "answer": "7"}
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    cmd += ["--master_port", str(dist.free_port()), "-m", "mm_gmpo", "train", DEMO]
+    cmd += [f"train.output_dir={tmp_path / 'run'}", *FAST, "train.prompts_per_step=2", "data.eval="]
+    cmd += [f"data.train={data}", "data.max_prompt_len=40", "data.on_bad_record=error"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "over data.max_prompt_len=40" in errors[0], proc.stderr[-3000:]
+    assert "exitcode  : 2" in proc.stderr  # torchrun's report: the rank exited with 2, no crash
+    assert "Traceback" not in proc.stderr.split("ChildFailedError")[0]  # ours: none before torchrun's
