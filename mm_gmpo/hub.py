@@ -119,7 +119,7 @@ def check_dataset_id(repo_id: str, field: str) -> None:
     if problem is not None:
         hint = " (HF_DATASETS_OFFLINE=1 reads a cached copy)" if "unreachable" in problem else ""
         raise SourceError(
-            f"{field}: no such data file, and as a hub data set {repo_id!r} cannot be used: {problem}{hint}"
+            f"{field}: no such data file, and as a hub data set it cannot be used: {problem}{hint}"
         )
 
 

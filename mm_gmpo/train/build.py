@@ -18,7 +18,7 @@ import torch
 from mm_gmpo.data.loaders import LoadResult
 from mm_gmpo.data.records import BadRecordError, Record
 from mm_gmpo.dtypes import resolve_dtype
-from mm_gmpo.hub import check_model_dir
+from mm_gmpo.hub import SourceError, check_model_dir
 from mm_gmpo.policy_paths import PathParts, build_policy_path, check_policy_path, load_policy_model
 from mm_gmpo.train import dist
 from mm_gmpo.train.config import Config, ConfigError, validate_world
@@ -70,8 +70,8 @@ def load_split_report(source: str, cfg: Config, split: str) -> LoadResult:
             answer_key=cfg.data.answer_key,
             on_bad_record=cfg.data.on_bad_record,
         )
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{field}: {exc}") from None
+    except (FileNotFoundError, SourceError) as exc:
+        raise type(exc)(f"{field}: {exc}") from None
     if not result.records:
         raise BadRecordError(
             f"{field}={source}: no usable record in {result.n_rows} rows "

@@ -69,6 +69,23 @@ def test_missing_data_file_fails_before_any_model_loads(tmp_path, capsys, missin
     assert not (tmp_path / "run" / "tiny_model").exists()  # nothing was built or loaded
 
 
+def test_unreachable_hub_data_set_fails_in_one_line(tmp_path, capsys, monkeypatch) -> None:
+    import huggingface_hub
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", unreachable)
+    assert _train(tmp_path, "data.train=someone/no-such-set") == 2
+    assert _one_line(capsys) == (
+        "error: data.train: someone/no-such-set: no such data file, and as a hub data set it cannot be "
+        "used: the Hugging Face hub is unreachable (ConnectionError: Name or service not known) "
+        "(HF_DATASETS_OFFLINE=1 reads a cached copy)"
+    )
+
+
 def test_malformed_jsonl_line_is_named_or_counted(tmp_path, capsys) -> None:
     from mm_gmpo.train.build import load_split_report
 
