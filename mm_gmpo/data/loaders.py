@@ -85,7 +85,9 @@ def _iter_jsonl(path: Path) -> Iterator[dict[str, Any] | BadRecordError]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                yield BadRecordError(f"{path}: line {line_no}: invalid JSON ({e})", "invalid JSON")
+                yield BadRecordError(
+                    f"{path}: line {line_no}: invalid JSON ({e.msg} at column {e.colno})", "invalid JSON"
+                )
                 continue
             if isinstance(row, dict):
                 yield row

@@ -153,7 +153,7 @@ def build_engine(cfg: Config, model: torch.nn.Module) -> TrainEngine:
     checkpointing = cfg.model.gradient_checkpointing
     if cfg.train.engine == "torch":
         if dist.world_size() > 1:
-            raise ValueError(
+            raise ConfigError(
                 "train.engine=torch runs in one process; use train.engine=deepspeed with torchrun"
             )
         return TorchEngine(model, settings, gradient_checkpointing=checkpointing)

@@ -339,6 +339,10 @@ def validate_world(cfg: Config, world_size: int) -> None:
         f"train.prompts_per_step={t.prompts_per_step} must divide by the world size {world_size} "
         "(each rank takes whole prompt groups)",
     )
+    _require(
+        t.engine != "torch" or world_size == 1,
+        f"train.engine=torch runs in one process, not {world_size}; use train.engine=deepspeed with torchrun",
+    )
     per_rank = t.prompts_per_step // world_size
     _require(
         per_rank >= t.mini_batches,
