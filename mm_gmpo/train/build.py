@@ -251,7 +251,8 @@ def _build_run(cfg: Config, owned_env: tuple[str, ...], owns_group: bool) -> Run
     resume = pick_resume(cfg)
     train_data = load_split_report(cfg.data.train, cfg, "train")
     eval_data = load_split_report(cfg.data.eval, cfg, "eval") if cfg.data.eval else None
-    model_dir = resolve_model_path(cfg)
+    # model.path is loaded for a fresh start and for the KL reference; a resume needs only its checkpoint.
+    model_dir = resolve_model_path(cfg) if resume is None or cfg.loss.kl_coef > 0 else None
     load_from = (resume / "model") if resume is not None else model_dir
     parts = build_policy_path(cfg, load_from)
     stops = stop_token_ids(parts.tokenizer, parts.model)
