@@ -1,8 +1,9 @@
 """``python -m data_prep <command>``: dataset converters and checks (see ``--help``).
 
-A :class:`~data_prep.common.DataFormatError` (bad input) or
-:class:`~mm_gmpo.data.record_io.RecordFormatError` is printed as one clear line with exit
-status 2, not a traceback: it is the user's data, not our code, that needs fixing.
+Bad input (a :class:`~data_prep.common.DataFormatError`, or any of the errors ``mm-gmpo``
+itself reports in one line: a record or image that cannot be used, a file that is missing or
+not parquet) is printed as one clear line with exit status 2, not a traceback: it is the
+user's data, not our code, that needs fixing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from rich.markup import escape
 
 from data_prep import geometry3k, images, math_text, mathvision, stats
 from data_prep.common import DataFormatError, console
-from mm_gmpo.data.record_io import RecordFormatError
+from mm_gmpo.cli import user_errors
 
 COMMANDS = (geometry3k, mathvision, math_text, images, stats)
 
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataFormatError, RecordFormatError) as e:
+    except (DataFormatError, *user_errors()) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
 

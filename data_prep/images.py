@@ -28,6 +28,7 @@ from mm_gmpo.data.images import (
     ImageError,
     encode_png,
     load_image_rgb,
+    pillow_pixel_limit,
 )
 from mm_gmpo.data.record_io import read_records, write_record_sets
 from mm_gmpo.data.records import Record
@@ -79,9 +80,9 @@ class Limits:
     max_aspect: float | None = DEFAULT_MAX_ASPECT
 
 
-def _original(data: bytes) -> tuple[str, tuple[int, int], bool]:
+def _original(data: bytes, max_image_pixels: int | None) -> tuple[str, tuple[int, int], bool]:
     """Mode, size and whether an EXIF rotation applies, from the header (no decode)."""
-    with Image.open(io.BytesIO(data)) as img:
+    with pillow_pixel_limit(max_image_pixels), Image.open(io.BytesIO(data)) as img:
         rotated = img.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None)
         return img.mode, img.size, rotated
 
@@ -103,7 +104,9 @@ def check_record(rec: Record, limits: Limits, summary: Summary) -> Record:
             max_image_pixels=limits.max_image_pixels,
             max_aspect=limits.max_aspect,
         )
-        mode, (width, height), rotated = _original(data)  # decoded fine, so the header is sane
+        mode, (width, height), rotated = _original(
+            data, limits.max_image_pixels
+        )  # decoded fine, so the header is sane
         resized = img.width * img.height < width * height  # only the budget ever shrinks it
         if mode != "RGB" or rotated or resized:
             images.append(encode_png(img))
@@ -158,7 +161,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, default=None, help="downsize larger images to this pixel budget")
     p.add_argument("--min-side", type=int, default=DEFAULT_MIN_SIDE, help="shortest side allowed (px)")
     p.add_argument(
-        "--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, help="refuse larger images"
+        "--max-image-pixels",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        help="refuse larger images (also Pillow's decompression-bomb limit, so it may exceed Pillow's "
+        "default 89.5 MP)",
     )
     p.add_argument(
         "--max-aspect", type=float, default=DEFAULT_MAX_ASPECT, help="refuse longer/shorter ratios"

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from data_prep.common import console, print_table, progress
+from data_prep.common import DataFormatError, console, print_table, progress
 from data_prep.images import BUCKET_NAMES, size_bucket
 from mm_gmpo.data.images import ImageError, image_size
 from mm_gmpo.data.record_io import read_records
@@ -201,12 +201,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    tokenizer = None
-    if args.tokenizer:
-        from transformers import AutoTokenizer  # slow import, only when asked for
+def _load_tokenizer(spec: str) -> Any:
+    """``--tokenizer``: a local folder, or a hub id checked in seconds (:mod:`mm_gmpo.hub`)."""
+    from transformers import AutoTokenizer  # slow import, only when asked for
 
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    from mm_gmpo.hub import check_hub_id, looks_like_hub_id
+
+    source: str | Path = spec
+    if not Path(spec).exists():
+        if not looks_like_hub_id(spec):
+            raise DataFormatError(spec, "--tokenizer", "no such tokenizer folder")
+        source = check_hub_id(spec, "--tokenizer")
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(spec, "--tokenizer", f"no tokenizer could be loaded ({exc})") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    tokenizer = _load_tokenizer(args.tokenizer) if args.tokenizer else None
     report = {}
     for path in args.inputs:
         s = compute_stats(

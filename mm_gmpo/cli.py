@@ -8,6 +8,8 @@ import logging
 import os
 import sys
 
+DEBUG_HELP = "show the full traceback of every error (default: bad input ends in one line, exit 2)"
+
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from mm_gmpo.resources import resolve_config
@@ -84,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mm-gmpo", description="GMPO RL post-training for text and VL models"
     )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     p_train = sub.add_parser("train", help="train from a YAML config with dotted overrides")
+    p_train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     p_train.add_argument(
         "config", help="YAML config file, or the name of a shipped one (configs/demo_text.yaml, demo_vl)"
     )
@@ -118,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--seeds", type=int, nargs="+", default=[0])
     p_demo.add_argument("--output-dir", default="runs/demo")
     p_demo.add_argument("overrides", nargs="*", help="section.field=value")
+    p_demo.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     p_demo.set_defaults(func=_cmd_demo)
     p_eval = sub.add_parser(
         "eval", help="benchmarks: math (paper Table 1), geometry (Geometry3K/MathVision), tables"
@@ -133,15 +138,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The project's own errors: input the user can fix (a config, a record, an image, a missing
+    file, an unreachable model), told in one line. Anything else is a bug and keeps its traceback."""
+    from mm_gmpo.data.images import ImageError
+    from mm_gmpo.data.record_io import RecordFormatError
+    from mm_gmpo.data.records import BadRecordError
+    from mm_gmpo.hub import SourceError
     from mm_gmpo.train.config import ConfigError
 
+    return (ConfigError, BadRecordError, ImageError, RecordFormatError, SourceError, FileNotFoundError)
+
+
+def one_line_error(exc: BaseException) -> str:
+    """``config error: ...`` / ``error: ...`` on one line (a message's own line breaks folded)."""
+    from mm_gmpo.train.config import ConfigError
+
+    kind = "config error" if isinstance(exc, ConfigError) else "error"
+    return f"{kind}: {' '.join(str(exc).split())}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; the project's own errors end in one line on stderr and exit status 2.
+
+    Every rank of a launched run exits with 2 and rank 0 prints the line (the errors a run
+    raises are raised alike on every rank). ``--debug`` shows every traceback.
+    """
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    except user_errors() as exc:
+        if args.debug:
+            raise
+        if os.environ.get("RANK", "0") == "0":
+            print(one_line_error(exc), file=sys.stderr)
         return 2
 
 

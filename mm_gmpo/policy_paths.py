@@ -9,7 +9,8 @@ the two can never load a model or a tokenizer differently, and ``train/`` never 
   on the CPU, in ``model.dtype``, with the path's own parameter freezing applied;
 * ``build_parts(cfg, model_dir) -> PathParts``: model, tokenizer/processor, the
   :class:`PolicyPath` the loop talks to (its ``vllm_requests()`` is how the vLLM engine builds
-  requests) and the ``generate`` collator.
+  requests) and the ``generate`` collator;
+* ``REQUIRED_PACKAGES``: what it imports lazily, checked before a run loads anything.
 
 Modules are imported lazily: a text run never imports the VL stack (qwen-vl-utils, which
 imports torchvision).
@@ -18,6 +19,7 @@ imports torchvision).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +76,25 @@ def _module(modality: str) -> Any:
     if modality not in POLICY_PATHS:
         raise ValueError(f"modality: unknown policy path {modality!r} (known: {', '.join(POLICY_PATHS)})")
     return importlib.import_module(POLICY_PATHS[modality])
+
+
+def check_policy_path(modality: str) -> None:
+    """The path module and the packages it declares (``REQUIRED_PACKAGES``) can be imported.
+
+    Asked before any model is loaded, so a missing package is one line, not a traceback from
+    the middle of the first step.
+    """
+    from mm_gmpo.train.config import ConfigError
+
+    try:
+        module = _module(modality)
+    except ImportError as exc:
+        raise ConfigError(f"modality={modality} cannot be used here: {exc}") from exc
+    missing = [p for p in module.REQUIRED_PACKAGES if importlib.util.find_spec(p) is None]
+    if missing:
+        raise ConfigError(
+            f"modality={modality} needs the package(s) {', '.join(missing)}, not installed here"
+        )
 
 
 def build_policy_path(cfg: Config, model_dir: str | Path, *, weights: bool = True) -> PathParts:

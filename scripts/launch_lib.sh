@@ -7,8 +7,9 @@
 #    size (`mm-gmpo train --dry-run --world-size N`, no GPU) and prints the resolved YAML and the
 #    per-GPU memory plan (YAML comments), refusing a plan over GPU_MEM;
 # 2. stops there when DRY_RUN=1 (or --dry-run was given);
-# 3. otherwise writes the resolved config to <train.output_dir>/config.yaml (plus the launch
-#    command to launch.txt) and starts `mm-gmpo train` under the chosen launcher.
+# 3. otherwise writes the resolved config to <train.output_dir>/config.yaml (unless an earlier
+#    run's is there, which `mm-gmpo train` then checks against this run's) plus the launch
+#    command to launch.txt, and starts `mm-gmpo train` under the chosen launcher.
 #
 # Launcher settings (environment):
 #   LAUNCHER        torchrun (default) | deepspeed | python (one process, no launcher)
@@ -175,13 +176,16 @@ print(c["train"]["output_dir"]); print(resolve_data_source(c["data"]["train"]))'
   esac
 
   mkdir -p "$out"
-  sed '/^# dry run OK/,$d' "$resolved" >"$out/config.yaml" # the YAML, without the summary and the plan
+  # An earlier run's config.yaml stays: `mm-gmpo train` compares it with this run's and refuses
+  # to continue a different run there unless train.resume is given explicitly. The YAML is
+  # written without the dry run's summary and memory plan.
+  [ -e "$out/config.yaml" ] || sed '/^# dry run OK/,$d' "$resolved" >"$out/config.yaml"
   {
     echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), world size $world"
     printf '%q ' "${cmd[@]}"
     echo
   } >"$out/launch.txt"
-  echo "# config written to $out/config.yaml; launching: $(printf '%q ' "${cmd[@]}")"
+  echo "# config in $out/config.yaml; launching: $(printf '%q ' "${cmd[@]}")"
   if [ "${LAUNCH_ECHO:-0}" = 1 ]; then
     return 0
   fi

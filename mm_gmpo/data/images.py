@@ -12,16 +12,20 @@ Limits, and why:
   processor rejects or distorts such images).
 * ``max_image_pixels`` defaults to 50 megapixels: far above any diagram or photo in the
   datasets we use, and small enough that a decoded RGB buffer stays below ~150 MB. The size is
-  checked from the header before decoding; Pillow's own decompression-bomb guard (which warns
-  above ``Image.MAX_IMAGE_PIXELS``) is turned into an error as a second line of defence.
+  checked from the header before decoding. Pillow's own decompression-bomb guard
+  (``Image.MAX_IMAGE_PIXELS``, 89.5 MP by default) is set to the same limit while the image is
+  opened, so the limit given is the limit applied, above Pillow's default too; with no limit
+  (``None``) Pillow's default guard stays, its warning turned into an error.
 * ``max_aspect`` defaults to 200: the Qwen2.5-VL resize rule refuses wider ratios.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +59,21 @@ def describe_ref(ref: ImageRef | Path) -> str:
     return str(ref)
 
 
+@contextlib.contextmanager
+def pillow_pixel_limit(limit: int | None) -> Iterator[None]:
+    """Pillow's decompression-bomb guard at ``limit`` pixels for the block (None: Pillow's own).
+
+    Pillow reads one module-wide setting; it is restored on the way out.
+    """
+    saved = Image.MAX_IMAGE_PIXELS
+    if limit is not None:
+        Image.MAX_IMAGE_PIXELS = limit
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def _open(ref: ImageRef | Path) -> Image.Image:
     """Open lazily (header only); missing and empty inputs are told apart from corrupt ones."""
     if isinstance(ref, bytes | bytearray):
@@ -75,7 +94,9 @@ def _open(ref: ImageRef | Path) -> Image.Image:
             return Image.open(source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError("too_large", ref, str(e)) from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError as e:  # its text names a BytesIO object, not the image
+        raise ImageError("unreadable", ref, "not an image format Pillow can read") from e
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageError("unreadable", ref, str(e) or type(e).__name__) from e
 
 
@@ -156,7 +177,8 @@ def load_image_rgb(
     limits refuse the image with an :class:`ImageError`. EXIF orientation is applied so that
     the pixels the model sees match what a person viewing the file sees.
     """
-    img = _open(ref)
+    with pillow_pixel_limit(max_image_pixels):
+        img = _open(ref)
     try:
         _check_header(img, ref, min_side, max_image_pixels, max_aspect)
         img.load()  # the real decode: truncated or corrupt data fails here

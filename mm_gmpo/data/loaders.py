@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any, Literal
 
 from mm_gmpo.data.images import encode_png
 from mm_gmpo.data.records import BadRecordError, ImageRef, Record
+from mm_gmpo.hub import check_dataset_id, looks_like_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +56,11 @@ def default_data_dir() -> Path:
 
 # Names that can only be files: never taken for a hub id ("geometry3k/train.parquet").
 _FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".arrow")
-_HF_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 def looks_like_hf_id(text: str) -> bool:
     """``owner/name`` (no file suffix): what ``datasets.load_dataset`` takes."""
-    return bool(_HF_ID.fullmatch(text)) and not text.lower().endswith(_FILE_SUFFIXES)
+    return looks_like_hub_id(text) and not text.lower().endswith(_FILE_SUFFIXES)
 
 
 def split_hf_source(src: str | Path) -> tuple[str | Path, str | None]:
@@ -112,15 +111,27 @@ def _detect_format(path: Path) -> DataFormat:
     )
 
 
-def _iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+def _iter_jsonl(path: Path) -> Iterator[dict[str, Any] | BadRecordError]:
+    """Rows of a jsonl file; a line that is not a JSON object comes as a :class:`BadRecordError`
+    naming the file and line, for the caller to raise or count (``on_bad_record``)."""
     with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f):
+        for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
+                row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise BadRecordError(f"{path}: line {line_no + 1}: invalid JSON ({e})") from e
+                yield BadRecordError(
+                    f"{path}: line {line_no}: invalid JSON ({e.msg} at column {e.colno})", "invalid JSON"
+                )
+                continue
+            if isinstance(row, dict):
+                yield row
+            else:
+                kind = type(row).__name__
+                yield BadRecordError(
+                    f"{path}: line {line_no}: a JSON {kind}, not an object", "not a JSON object"
+                )
 
 
 def _iter_json(path: Path) -> Iterator[dict[str, Any]]:
@@ -143,11 +154,9 @@ def _iter_arrow_table(table: Any, chunk: int = 1024) -> Iterator[dict[str, Any]]
 def _iter_parquet(path: Path) -> Iterator[dict[str, Any]]:
     """Any parquet file; files in the project's record format (``record_io``) are decoded by
     ``record_io`` so string-vs-list answers and JSON metadata come back exactly."""
-    import pyarrow.parquet as pq
-
     from mm_gmpo.data import record_io
 
-    table = pq.read_table(path)
+    table = record_io.read_parquet(path)
     if set(record_io.SCHEMA.names) <= set(table.column_names):
         for rec in record_io.read_records(path):
             yield rec.to_dict()
@@ -182,7 +191,7 @@ def _pick_split(obj: Any, split: str | None, where: str) -> Any:
 
 def _iter_rows(
     src: str | Path, fmt: DataFormat, hf_split: str | None, hf_config: str | None
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[dict[str, Any] | BadRecordError]:
     path = Path(src)
     if fmt == "auto":
         if path.exists():
@@ -211,7 +220,8 @@ def _iter_rows(
     if fmt == "hf":
         import datasets
 
-        # Real runs only (needs the hub or a local HF cache); tests never reach this.
+        # Real runs only (needs the hub or a local HF cache); tests reach only the check.
+        check_dataset_id(str(src), str(src))
         ds = _pick_split(datasets.load_dataset(str(src), hf_config, split=hf_split), hf_split, str(src))
         return _iter_dataset(ds)
     raise ValueError(f"unknown data format {fmt!r}")
@@ -276,6 +286,77 @@ def _root_key(key: str | None) -> str | None:
     return key.split(".", 1)[0] if key else None
 
 
+@dataclass
+class _RowMapper:
+    """Turns one raw row into a Record with the configured keys; a bad row raises
+    :class:`BadRecordError` whose ``reason`` is the tally key of skipped rows."""
+
+    question_key: str
+    answer_key: str
+    choices_key: str | None
+    images_key: str | None
+    id_key: str | None
+    image_root: Path | None
+    source: str | None
+    split: str | None
+    default_source: str = ""
+    where: str = ""
+
+    def _question_and_answer(self, row: dict[str, Any], i: int) -> tuple[str, str | list[str]]:
+        problem = _get(row, self.question_key)
+        answer_raw = _get(row, self.answer_key)
+        answer = None if answer_raw is _MISSING else _answer_value(answer_raw)
+        problem_text = problem if isinstance(problem, str) else None
+        problem_bad = problem is _MISSING or problem_text is None or not problem_text.strip()
+        if answer is not None and not problem_bad:
+            return problem_text, answer
+        if problem_bad:
+            missing = problem is _MISSING
+            reason = f"missing question key {self.question_key!r}" if missing else "empty problem"
+            bad_field = self.question_key
+        elif answer_raw is _MISSING:
+            reason, bad_field = f"missing answer key {self.answer_key!r}", self.answer_key
+        else:
+            reason, bad_field = "empty or unusable answer", self.answer_key
+        raise BadRecordError(
+            f"{self.where}: row {i}: {reason} (field {bad_field!r}; row keys: {sorted(row)}); "
+            "pass on_bad_record='skip' to drop such rows",
+            reason,
+        )
+
+    def record(self, row: dict[str, Any], i: int) -> Record:
+        problem_text, answer = self._question_and_answer(row, i)
+        keys = (self.question_key, self.answer_key, self.choices_key, self.images_key, self.id_key)
+        consumed = {_root_key(k) for k in keys} - {None}
+        choices_raw = _get(row, self.choices_key) if self.choices_key else _MISSING
+        choices = (
+            [str(c) for c in choices_raw] if isinstance(choices_raw, list | tuple) and choices_raw else None
+        )
+        images_raw = _get(row, self.images_key) if self.images_key else _MISSING
+        images = [] if images_raw is _MISSING else _image_refs(images_raw, self.image_root)
+        rid = _get(row, self.id_key) if self.id_key else _MISSING
+        row_source = self.source or (row.get("source") if isinstance(row.get("source"), str) else None)
+        rec_source = row_source or self.default_source
+        metadata = dict(row.get("metadata") or {}) if isinstance(row.get("metadata"), dict) else {}
+        metadata.update(
+            {
+                k: v
+                for k, v in row.items()
+                if k not in consumed and k not in _RECORD_FIELDS and k != "metadata"
+            }
+        )
+        return Record(
+            id=str(rid) if rid is not _MISSING and rid is not None else f"{rec_source}-{i}",
+            problem=problem_text,
+            answer=answer,
+            choices=choices,
+            images=images,
+            source=rec_source,
+            split=self.split if self.split is not None else str(row.get("split") or ""),
+            metadata=metadata,
+        )
+
+
 def load_records_with_report(
     src: str | Path,
     *,
@@ -316,8 +397,9 @@ def load_records_with_report(
     if image_root is None and path.exists():
         image_root = path if path.is_dir() else path.parent
     root = Path(image_root) if image_root is not None else None
-    consumed = {_root_key(k) for k in (question_key, answer_key, choices_key, images_key, id_key)} - {None}
 
+    mapper = _RowMapper(question_key, answer_key, choices_key, images_key, id_key, root, source, split)
+    mapper.default_source, mapper.where = default_source, where
     records: list[Record] = []
     skipped: Counter[str] = Counter()
     n_rows = 0
@@ -325,56 +407,14 @@ def load_records_with_report(
         if limit is not None and len(records) >= limit:
             break
         n_rows += 1
-        problem = _get(row, question_key)
-        answer_raw = _get(row, answer_key)
-        answer = None if answer_raw is _MISSING else _answer_value(answer_raw)
-        problem_text = problem if isinstance(problem, str) else None
-        problem_bad = problem is _MISSING or problem_text is None or not problem_text.strip()
-        if answer is None or problem_bad:
-            if problem_bad:
-                reason = f"missing question key {question_key!r}" if problem is _MISSING else "empty problem"
-                bad_field = question_key
-            elif answer_raw is _MISSING:
-                reason, bad_field = f"missing answer key {answer_key!r}", answer_key
-            else:
-                reason, bad_field = "empty or unusable answer", answer_key
+        try:
+            if isinstance(row, BadRecordError):  # a line the reader could not parse
+                raise row
+            records.append(mapper.record(row, i))
+        except BadRecordError as exc:
             if on_bad_record == "error":
-                raise BadRecordError(
-                    f"{where}: row {i}: {reason} (field {bad_field!r}; row keys: {sorted(row)}); "
-                    "pass on_bad_record='skip' to drop such rows"
-                )
-            skipped[reason] += 1
-            continue
-
-        choices_raw = _get(row, choices_key) if choices_key else _MISSING
-        choices = (
-            [str(c) for c in choices_raw] if isinstance(choices_raw, list | tuple) and choices_raw else None
-        )
-        images_raw = _get(row, images_key) if images_key else _MISSING
-        images = [] if images_raw is _MISSING else _image_refs(images_raw, root)
-        rid = _get(row, id_key) if id_key else _MISSING
-        row_source = source or (row.get("source") if isinstance(row.get("source"), str) else None)
-        rec_source = row_source or default_source
-        metadata = dict(row.get("metadata") or {}) if isinstance(row.get("metadata"), dict) else {}
-        metadata.update(
-            {
-                k: v
-                for k, v in row.items()
-                if k not in consumed and k not in _RECORD_FIELDS and k != "metadata"
-            }
-        )
-        records.append(
-            Record(
-                id=str(rid) if rid is not _MISSING and rid is not None else f"{rec_source}-{i}",
-                problem=problem_text,
-                answer=answer,
-                choices=choices,
-                images=images,
-                source=rec_source,
-                split=split if split is not None else str(row.get("split") or ""),
-                metadata=metadata,
-            )
-        )
+                raise
+            skipped[exc.reason] += 1
     if skipped:
         logger.warning(
             "%s: skipped %d of %d rows: %s",

@@ -153,10 +153,20 @@ def write_records(path: str | Path, records: Iterable[Record]) -> Path:
     return write_record_sets({path: records})[0]
 
 
+def read_parquet(path: Path) -> pa.Table:
+    """The file's table; a missing file or one that is not parquet is a one-line error."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return pq.read_table(path)
+    except pa.ArrowInvalid as exc:
+        raise RecordFormatError(f"{path}: not a parquet file ({exc})") from None
+
+
 def read_records(path: str | Path) -> list[Record]:
     """Read a file written by :func:`write_records`; images come back as bytes."""
     path = Path(path)
-    table = pq.read_table(path)
+    table = read_parquet(path)
     missing = [name for name in SCHEMA.names if name not in table.column_names]
     if missing:
         raise RecordFormatError(

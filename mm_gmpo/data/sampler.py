@@ -45,16 +45,21 @@ class PromptSampler:
         return np.random.default_rng(self.seed + epoch).permutation(self.n_records)  # [n_records]
 
     def next_batch(self) -> list[int]:
+        batch = self.take(self.batch_size)
+        self.batches_served += 1
+        return batch
+
+    def take(self, count: int) -> list[int]:
+        """The next ``count`` indices of the stream (replacements for records a step refused)."""
         batch: list[int] = []
-        while len(batch) < self.batch_size:
+        while len(batch) < count:
             if self.position == self.n_records:
                 self.epoch += 1
                 self.position = 0
                 self._order = self._permutation(self.epoch)
-            take = min(self.batch_size - len(batch), self.n_records - self.position)
+            take = min(count - len(batch), self.n_records - self.position)
             batch.extend(int(i) for i in self._order[self.position : self.position + take])
             self.position += take
-        self.batches_served += 1
         return batch
 
     @property

@@ -70,6 +70,18 @@ VL_SUITE = Suite(
 )
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where the help text does not already say it, and not for
+    an unset option (None), an off flag (False) or an empty list."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == []
+        if "default" in text or unset:
+            return text
+        return super()._get_help_string(action)
+
+
 def _data_override(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"--data takes NAME=PATH_OR_HF_ID, got {text!r}")
@@ -81,7 +93,7 @@ def build_suite_parser(suite: Suite, prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description=suite.description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelp,
     )
     names = [b.name for b in suite.benchmarks]
     p.add_argument(
@@ -112,15 +124,17 @@ def build_suite_parser(suite: Suite, prog: str) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark (smoke runs)")
     proto = p.add_argument_group("protocol (defaults: the paper's)")
     proto.add_argument("--temperature", type=float, default=suite.protocol.temperature, help="<= 0: greedy")
-    proto.add_argument("--top-p", type=float, default=suite.protocol.top_p)
+    proto.add_argument("--top-p", type=float, default=suite.protocol.top_p, help="nucleus sampling")
     proto.add_argument(
         "--n", type=int, default=suite.protocol.n, help="samples per problem (avg@n, pass@k for k<=n)"
     )
-    proto.add_argument("--max-new-tokens", type=int, default=suite.protocol.max_new_tokens)
+    proto.add_argument(
+        "--max-new-tokens", type=int, default=suite.protocol.max_new_tokens, help="response length limit"
+    )
     proto.add_argument(
         "--template", default=suite.protocol.template, help="prompt template (mm_gmpo.data.templates)"
     )
-    proto.add_argument("--seed", type=int, default=suite.protocol.seed)
+    proto.add_argument("--seed", type=int, default=suite.protocol.seed, help="sampling seed")
     proto.add_argument("--k", type=int, nargs="*", default=[], help="extra pass@k values to report (<= n)")
     proto.add_argument(
         "--truncated-wrong", action="store_true", help="a response cut at the token limit scores 0"
@@ -155,6 +169,23 @@ def build_suite_parser(suite: Suite, prog: str) -> argparse.ArgumentParser:
     return p
 
 
+def _model_spec(suite: Suite, args: argparse.Namespace, backend: str, template: str) -> ModelSpec:
+    """What to load, from the command line (pixel options exist only on the VL suite's parser)."""
+    return ModelSpec(
+        model=args.model or "ground-truth",
+        modality=suite.modality,
+        backend=backend,
+        tensor_parallel_size=args.tp,
+        dtype=args.dtype,
+        batch_size=args.batch_size or (512 if backend == "vllm" else 32),
+        max_prompt_len=args.max_prompt_len,
+        template=template,
+        min_pixels=getattr(args, "min_pixels", None),
+        max_pixels=getattr(args, "max_pixels", None),
+        seed=args.seed,
+    )
+
+
 def run_suite(suite: Suite, args: argparse.Namespace) -> int:
     """Evaluate the chosen benchmarks of a suite, then write summary.json and table.md."""
     from mm_gmpo.data.loaders import default_data_dir
@@ -181,20 +212,8 @@ def run_suite(suite: Suite, args: argparse.Namespace) -> int:
     # Load every benchmark before the model: a missing file should fail in a second, not after
     # minutes of loading weights.
     loaded = {b.name: load_benchmark(b, data_dir, overrides.get(b.name), args.limit) for b in benches}
-    batch_size = args.batch_size or (512 if backend == "vllm" else 32)
-    spec = ModelSpec(
-        model=args.model or "ground-truth",
-        modality=suite.modality,
-        backend=backend,
-        tensor_parallel_size=args.tp,
-        dtype=args.dtype,
-        batch_size=batch_size,
-        max_prompt_len=args.max_prompt_len,
-        template=protocol.template,
-        min_pixels=getattr(args, "min_pixels", None),
-        max_pixels=getattr(args, "max_pixels", None),
-        seed=args.seed,
-    )
+    spec = _model_spec(suite, args, backend, protocol.template)
+    batch_size = spec.batch_size
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     generator = build_generator(spec, args.out)
@@ -263,7 +282,7 @@ def build_tables_parser() -> argparse.ArgumentParser:
         description="One paper-shaped table (rows = checkpoints, columns = benchmarks + Avg.) from "
         f"evaluation folders (each written by math_suite.py / geometry3k.py; needs *.metrics.json, "
         f"writes nothing into them; {SUMMARY_FILE} / {TABLE_FILE} there are per-run).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelp,
     )
     p.add_argument(
         "--compare",

@@ -72,6 +72,10 @@ class LossSpec:
     log_space_clip: bool
     # Divide group advantages by the group's std by default (Dr.GRPO: no, mean-only).
     adv_std: bool = True
+    # Fewest responses per prompt the loss can learn from. Every registered loss takes its
+    # advantage relative to the prompt's group, so one response per prompt has advantage 0
+    # and trains nothing; the config refuses ``rollout.n`` below this.
+    min_group_size: int = 2
 
 
 LOSSES: dict[str, LossSpec] = {}
@@ -85,6 +89,7 @@ def register_loss(
     unit: str = "sequence",
     log_space_clip: bool = False,
     adv_std: bool = True,
+    min_group_size: int = 2,
 ) -> Callable[[LossFn], LossFn]:
     """Add a loss to the registry under ``name`` so configs can select it by string."""
     if unit not in ("sequence", "token"):
@@ -93,7 +98,7 @@ def register_loss(
     def wrap(fn: LossFn) -> LossFn:
         if name in LOSSES:
             raise ValueError(f"loss {name!r} is registered twice")
-        LOSSES[name] = LossSpec(fn, clip_low, clip_high, unit, log_space_clip, adv_std)
+        LOSSES[name] = LossSpec(fn, clip_low, clip_high, unit, log_space_clip, adv_std, min_group_size)
         return fn
 
     return wrap

@@ -20,6 +20,8 @@ from mm_gmpo.text.path import TextPolicyPath
 if TYPE_CHECKING:
     from mm_gmpo.train.config import Config
 
+REQUIRED_PACKAGES: tuple[str, ...] = ()  # transformers and torch are the project's own dependencies
+
 
 def load_model(cfg: Config, model_dir: str | Path) -> nn.Module:
     """A causal LM (Qwen2, Qwen2.5-Math, R1-Distill-Qwen, ...) on the CPU in ``model.dtype``."""

@@ -52,7 +52,10 @@ class TextPolicyPath:
     def _build_prompt(self, record: Record) -> PromptInput:
         if not str(record.problem).strip():
             raise BadRecordError(f"record {record.id!r}: empty problem text", "empty_problem")
-        text = apply_template(self.template, record, self.tokenizer)
+        try:
+            text = apply_template(self.template, record, self.tokenizer)
+        except ValueError as exc:  # e.g. a text-only template given a record with images
+            raise BadRecordError(f"record {record.id!r}: {exc}", "template") from exc
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) > self.max_prompt_len:
             raise BadRecordError(

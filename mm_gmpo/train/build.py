@@ -6,38 +6,43 @@ from a config in one call.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mm_gmpo.data.records import Record
+from mm_gmpo.data.loaders import LoadResult
+from mm_gmpo.data.records import BadRecordError, Record
 from mm_gmpo.dtypes import resolve_dtype
-from mm_gmpo.policy_paths import PathParts, build_policy_path, load_policy_model
+from mm_gmpo.hub import SourceError, check_model_dir
+from mm_gmpo.policy_paths import PathParts, build_policy_path, check_policy_path, load_policy_model
 from mm_gmpo.train import dist
-from mm_gmpo.train.checkpoint import latest_checkpoint
-from mm_gmpo.train.config import Config
+from mm_gmpo.train.config import Config, ConfigError, validate_world
 from mm_gmpo.train.engine import OptimSettings, TorchEngine, TrainEngine
 from mm_gmpo.train.logging import MetricsLogger
 from mm_gmpo.train.loop import ScoreFn, Trainer
+from mm_gmpo.train.resume import checkpoint_step, pick_resume
+from mm_gmpo.train.warm_start import warm_start
 
 log = logging.getLogger("mm_gmpo")
 
 
 def resolve_model_path(cfg: Config) -> Path | str:
-    """A ``tiny:*`` model is built (seeded) under the run's directory; anything else is passed on."""
+    """A ``tiny:*`` model is built (seeded) under the run's directory; a local directory must be
+    a saved model and a hub id reachable or cached (:mod:`mm_gmpo.hub`, seconds, nothing loaded)."""
     spec = cfg.model.path
     if not spec.startswith("tiny:"):
-        return spec
+        return check_model_dir(spec, "model.path")
     from mm_gmpo.testing import build_tiny_qwen2, build_tiny_qwen2_5_vl
 
     kind = spec.split(":", 1)[1]
     builders = {"qwen2": build_tiny_qwen2, "qwen2_5_vl": build_tiny_qwen2_5_vl}
     if kind not in builders:
-        raise ValueError(f"model.path: unknown tiny model {spec!r}; use tiny:qwen2 or tiny:qwen2_5_vl")
+        raise ConfigError(f"model.path: unknown tiny model {spec!r}; use tiny:qwen2 or tiny:qwen2_5_vl")
     out = Path(cfg.train.output_dir) / "tiny_model"
     if dist.is_main() and not (out / "config.json").exists():
         builders[kind](out, seed=cfg.train.start_seed, **cfg.model.tiny_overrides)
@@ -47,38 +52,57 @@ def resolve_model_path(cfg: Config) -> Path | str:
 
 def load_split(source: str, cfg: Config, split: str) -> list[Record]:
     """Records from a file / HF id, or the built-in synthetic task."""
-    if source.startswith("synthetic:"):
-        from mm_gmpo.data.synthetic import (
-            make_arithmetic_records,
-            make_comparison_records,
-            make_largest_records,
-            make_sorted_records,
-        )
-        from mm_gmpo.data.synthetic_vl import make_square_records
+    return load_split_report(source, cfg, split).records
 
-        makers = {
-            "arithmetic": make_arithmetic_records,
-            "compare": make_comparison_records,
-            "largest": make_largest_records,
-            "sorted": make_sorted_records,  # multi-token answers: the stability study's second text task
-            "squares": make_square_records,  # VL: count the squares in a picture
-        }
-        task = source.split(":", 1)[1]
-        if task not in makers:
-            raise ValueError(f"data: unknown synthetic task {source!r} (known: {', '.join(makers)})")
-        size = cfg.data.synthetic_train_size if split == "train" else cfg.data.synthetic_eval_size
-        return makers[task](size, seed=cfg.train.start_seed, split="train" if split == "train" else "test")
+
+def load_split_report(source: str, cfg: Config, split: str) -> LoadResult:
+    """:func:`load_split` with the rows skipped by reason; errors name the field (``data.train``)."""
+    if source.startswith("synthetic:"):
+        records = _synthetic_split(source, cfg, split)
+        return LoadResult(records, n_rows=len(records))
     from mm_gmpo.data.loaders import load_records_with_report
 
-    result = load_records_with_report(
-        source,
-        question_key=cfg.data.question_key,
-        answer_key=cfg.data.answer_key,
-        on_bad_record=cfg.data.on_bad_record,
+    field = f"data.{split}"
+    try:
+        result = load_records_with_report(
+            source,
+            question_key=cfg.data.question_key,
+            answer_key=cfg.data.answer_key,
+            on_bad_record=cfg.data.on_bad_record,
+        )
+    except (FileNotFoundError, SourceError) as exc:
+        raise type(exc)(f"{field}: {exc}") from None
+    if not result.records:
+        raise BadRecordError(
+            f"{field}={source}: no usable record in {result.n_rows} rows "
+            f"(skipped: {dict(result.skipped) or 'none'})",
+            "no_usable_records",
+        )
+    return result
+
+
+def _synthetic_split(source: str, cfg: Config, split: str) -> list[Record]:
+    """The built-in synthetic tasks (``synthetic:largest``, ...)."""
+    from mm_gmpo.data.synthetic import (
+        make_arithmetic_records,
+        make_comparison_records,
+        make_largest_records,
+        make_sorted_records,
     )
-    if result.n_skipped:
-        log.warning("%s: skipped %d bad records", source, result.n_skipped)
-    return result.records
+    from mm_gmpo.data.synthetic_vl import make_square_records
+
+    makers = {
+        "arithmetic": make_arithmetic_records,
+        "compare": make_comparison_records,
+        "largest": make_largest_records,
+        "sorted": make_sorted_records,  # multi-token answers: the stability study's second text task
+        "squares": make_square_records,  # VL: count the squares in a picture
+    }
+    task = source.split(":", 1)[1]
+    if task not in makers:
+        raise ConfigError(f"data.{split}: unknown synthetic task {source!r} (known: {', '.join(makers)})")
+    size = cfg.data.synthetic_train_size if split == "train" else cfg.data.synthetic_eval_size
+    return makers[task](size, seed=cfg.train.start_seed, split="train" if split == "train" else "test")
 
 
 def make_score_fn(cfg: Config) -> tuple[ScoreFn, Any]:
@@ -129,7 +153,7 @@ def build_engine(cfg: Config, model: torch.nn.Module) -> TrainEngine:
     checkpointing = cfg.model.gradient_checkpointing
     if cfg.train.engine == "torch":
         if dist.world_size() > 1:
-            raise ValueError(
+            raise ConfigError(
                 "train.engine=torch runs in one process; use train.engine=deepspeed with torchrun"
             )
         return TorchEngine(model, settings, gradient_checkpointing=checkpointing)
@@ -178,43 +202,74 @@ class Run:
     owned_env: tuple[str, ...] = ()
     owns_group: bool = False
 
+    warm_start_losses: list[float] = field(default_factory=list)
+    # Rows the loaders skipped (data.on_bad_record=skip), by field and reason.
+    load_skips: dict[str, dict[str, int]] = field(default_factory=dict)
+
     def close(self) -> None:
         self.logger.close()
         if hasattr(self.scorer, "close"):
             self.scorer.close()
         if hasattr(self.trainer.rollout_engine, "close"):
             self.trainer.rollout_engine.close()  # vLLM: before the process group goes (see VLLMEngine.close)
-        if self.owns_group and dist.world_size() == 1:
-            dist.shutdown()
-            for key in self.owned_env:
-                os.environ.pop(key, None)
+        if self.owns_group:
+            _release_group(self.owned_env)
 
 
-def pick_resume(cfg: Config) -> Path | None:
-    if cfg.train.resume == "never":
-        return None
-    if cfg.train.resume == "auto":
-        return latest_checkpoint(cfg.train.output_dir)
-    return Path(cfg.train.resume)
+def check_packages(cfg: Config) -> None:
+    """The engines and the policy path the config names can be imported (before anything loads)."""
+    needed = {"train.engine=deepspeed": "deepspeed"} if cfg.train.engine == "deepspeed" else {}
+    if cfg.rollout.engine == "vllm":
+        needed["rollout.engine=vllm"] = "vllm"
+    for setting, package in needed.items():
+        if importlib.util.find_spec(package) is None:
+            raise ConfigError(f"{setting} needs the {package} package, which is not installed here")
+    check_policy_path(cfg.modality)
 
 
 def build_run(cfg: Config) -> Run:
-    """Model (from the checkpoint when resuming), data, path, engines, scorer and logger."""
+    """Checks first (packages, output_dir, data, model source: seconds, nothing loaded), then the
+    model, the warm start (before the engine wraps the model), engines, scorer and logger.
+
+    A failure undoes the process group and environment this call set up, so the caller (or the
+    next test in the same process) starts clean.
+    """
     owns_group = not dist.is_initialized()
     env_before = set(os.environ)
     dist.init_distributed()
     owned_env = tuple(sorted(set(os.environ) - env_before))
+    try:
+        return _build_run(cfg, owned_env, owns_group)
+    except BaseException:
+        if owns_group:
+            _release_group(owned_env)
+        raise
+
+
+def _build_run(cfg: Config, owned_env: tuple[str, ...], owns_group: bool) -> Run:
+    validate_world(cfg, dist.world_size())
     torch.manual_seed(cfg.train.seed)
+    check_packages(cfg)
     resume = pick_resume(cfg)
-    model_dir = resolve_model_path(cfg)
+    train_data = load_split_report(cfg.data.train, cfg, "train")
+    eval_data = load_split_report(cfg.data.eval, cfg, "eval") if cfg.data.eval else None
+    # model.path is loaded for a fresh start and for the KL reference; a resume needs only its checkpoint.
+    model_dir = resolve_model_path(cfg) if resume is None or cfg.loss.kl_coef > 0 else None
     load_from = (resume / "model") if resume is not None else model_dir
     parts = build_policy_path(cfg, load_from)
-    engine = build_engine(cfg, _placed(parts.model))
+    stops = stop_token_ids(parts.tokenizer, parts.model)
+    model = _placed(parts.model)
+    warm_losses = []
+    if resume is None:
+        strict = cfg.data.on_bad_record == "error"
+        args = (model, parts.path, parts.tokenizer, train_data.records, stops[0], cfg.warm_start)
+        warm_losses = warm_start(*args, seed=cfg.train.start_seed, strict=strict)
+    engine = build_engine(cfg, model)
     # The KL reference is the starting policy (never a checkpoint), sharded like the policy.
     reference = engine.prepare_reference(load_policy_model(cfg, model_dir)) if cfg.loss.kl_coef > 0 else None
     rollout = build_rollout_engine(cfg, engine, parts, load_from)
     score, scorer = make_score_fn(cfg)
-    eval_records = load_split(cfg.data.eval, cfg, "eval") if cfg.data.eval else []
+    eval_records = eval_data.records if eval_data is not None else []
     if cfg.data.eval_limit:
         eval_records = eval_records[: cfg.data.eval_limit]
     logger = MetricsLogger(
@@ -222,7 +277,7 @@ def build_run(cfg: Config) -> Run:
         tensorboard=cfg.train.log_tensorboard,
         wandb=cfg.train.log_wandb,
         config=cfg.to_dict(),
-        resume_step=_resume_step(resume),
+        resume_step=0 if resume is None else checkpoint_step(resume),
         enabled=dist.is_main(),
     )
     trainer = Trainer(
@@ -231,27 +286,43 @@ def build_run(cfg: Config) -> Run:
         engine=engine,
         rollout_engine=rollout,
         score=score,
-        train_records=load_split(cfg.data.train, cfg, "train"),
-        stop_token_ids=stop_token_ids(parts.tokenizer, parts.model),
+        train_records=train_data.records,
+        stop_token_ids=stops,
         tokenizer=parts.tokenizer,
         saveable=parts.saveable,
         reference=reference,
     )
     if resume is not None:
         trainer.restore(resume)
-        log.info("resumed from %s at step %d", resume, trainer.state.step)
-    return Run(cfg, trainer, parts.saveable, eval_records, scorer, logger, resume, owned_env, owns_group)
+    load_skips = {"data.train": dict(train_data.skipped)}
+    if eval_data is not None:
+        load_skips["data.eval"] = dict(eval_data.skipped)
+    return Run(
+        cfg,
+        trainer,
+        parts.saveable,
+        eval_records,
+        scorer,
+        logger,
+        resume,
+        owned_env,
+        owns_group,
+        warm_start_losses=warm_losses,
+        load_skips=load_skips,
+    )
+
+
+def _release_group(owned_env: tuple[str, ...]) -> None:
+    """Undo what :func:`build_run` set up for a single-process run."""
+    if dist.world_size() == 1:
+        dist.shutdown()
+        for key in owned_env:
+            os.environ.pop(key, None)
 
 
 def _placed(model: torch.nn.Module) -> torch.nn.Module:
     """On this rank's GPU when there is one (the engines take the model where it is)."""
     return model.to(f"cuda:{dist.local_rank()}") if torch.cuda.is_available() else model
-
-
-def _resume_step(resume: Path | None) -> int | None:
-    if resume is None:
-        return 0
-    return int(resume.name.split("_")[-1])
 
 
 def stop_token_ids(tokenizer, model) -> list[int]:

@@ -163,7 +163,14 @@ class TrainConfig:
     offload: bool = _f(False, "DeepSpeed: optimizer states on the CPU (ZeRO 1-3)")
     save_every: int = _f(0, "checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = _f(2, "how many recent checkpoints to keep")
-    resume: str = _f("auto", "auto: newest complete checkpoint in output_dir; never; or a checkpoint path")
+    resume: str | None = _f(
+        None,
+        "unset (the default): continue the newest checkpoint in output_dir when output_dir holds this "
+        "same run (its saved config.yaml matches), start fresh in an empty output_dir, and stop with "
+        "an error when output_dir holds a run with a different config. Given explicitly (YAML or "
+        "command line): auto: continue the newest checkpoint even if the config changed; never: "
+        "start from model.path; or a checkpoint path",
+    )
     eval_every: int = _f(0, "evaluate on the held-out set every N steps (0: before and after only)")
     log_tensorboard: bool = _f(True, "write tensorboard event files")
     log_wandb: bool = _f(False, "log to wandb (needs the wandb extra)")
@@ -295,7 +302,13 @@ def validate(cfg: Config) -> Config:
         _require(v is None or v >= 0, f"loss.{side}: must be >= 0, got {v}")
     _require(cfg.rollout.engine in ("hf", "vllm"), f"rollout.engine: hf or vllm, got {cfg.rollout.engine!r}")
     _require(cfg.loss.tis_cap >= 0, f"loss.tis_cap: must be >= 0, got {cfg.loss.tis_cap}")
-    _require(cfg.rollout.n >= 1, f"rollout.n: must be >= 1, got {cfg.rollout.n}")
+    min_group = LOSSES[cfg.loss.name].min_group_size
+    _require(
+        cfg.rollout.n >= min_group,
+        f"rollout.n={cfg.rollout.n}: loss.name={cfg.loss.name} compares each response with the other "
+        f"responses to its prompt, so it needs rollout.n >= {min_group} (with fewer every advantage "
+        "is 0 and nothing trains)",
+    )
     _require(cfg.rollout.max_new_tokens >= 1, "rollout.max_new_tokens: must be >= 1")
     _require(0 < cfg.rollout.top_p <= 1, f"rollout.top_p: must be in (0, 1], got {cfg.rollout.top_p}")
     _require(cfg.rollout.temperature > 0, "rollout.temperature: must be > 0 for RL sampling")
@@ -321,7 +334,7 @@ def validate(cfg: Config) -> Config:
         "train.offload: needs train.engine=deepspeed and train.zero_stage 1-3",
     )
     _require(
-        t.resume in ("auto", "never") or Path(t.resume).exists(),
+        t.resume in (None, "auto", "never") or Path(t.resume).exists(),
         f"train.resume: auto, never, or an existing checkpoint path (got {t.resume!r})",
     )
     _require(
@@ -339,6 +352,10 @@ def validate_world(cfg: Config, world_size: int) -> None:
         t.prompts_per_step % world_size == 0,
         f"train.prompts_per_step={t.prompts_per_step} must divide by the world size {world_size} "
         "(each rank takes whole prompt groups)",
+    )
+    _require(
+        t.engine != "torch" or world_size == 1,
+        f"train.engine=torch runs in one process, not {world_size}; use train.engine=deepspeed with torchrun",
     )
     per_rank = t.prompts_per_step // world_size
     _require(

@@ -114,6 +114,19 @@ def all_reduce_max(value: int) -> int:
     return int(buf.item())
 
 
+def all_gather_object(obj: object) -> list:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` without a process group.
+
+    For small reports that every rank must act on alike (stop together, raise the same error),
+    so no rank is left waiting in a collective the others never reach.
+    """
+    if world_size() == 1:
+        return [obj]
+    out: list = [None] * world_size()
+    torch_dist.all_gather_object(out, obj)
+    return out
+
+
 def barrier() -> None:
     """Wait for every rank; a no-op without a process group."""
     if world_size() > 1:

@@ -7,6 +7,7 @@ registry by name) nor on the modality (the policy path collates and runs the for
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mm_gmpo.data.records import Record
+from mm_gmpo.data.records import BadRecordError, Record
 from mm_gmpo.data.sampler import PromptSampler
 from mm_gmpo.objective import compute_policy_loss, get_loss, group_advantages, zero_variance_groups
 from mm_gmpo.objective.metrics import reduce_metrics
@@ -39,11 +40,19 @@ ScoreFn = Callable[[list[str], list[Record], list[bool]], tuple[list[float], lis
 
 @dataclass
 class LoopState:
-    """What a checkpoint must restore besides weights and optimizer."""
+    """What a checkpoint must restore besides weights and optimizer.
+
+    The counts are over all ranks and the whole run (a resumed run carries them on), for the
+    end-of-run summary: a run that skipped or timed out a lot should say so.
+    """
 
     step: int = 0
-    skipped_records: int = 0
+    skipped_records: int = 0  # training records refused (data.on_bad_record=skip)
     extra: dict[str, Any] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)  # reason -> training records refused
+    rows_trained: int = 0
+    verifier_timeouts: int = 0
+    steps_without_signal: int = 0  # steps where every group's rewards were equal (advantages 0)
 
 
 @dataclass
@@ -66,6 +75,23 @@ class StepData:
     update_micros: list[list[int]] = field(default_factory=list)  # every micro-batch the update ran
 
 
+def build_prompts(
+    path: PolicyPath, records: list[Record], strict: bool
+) -> tuple[list[PromptInput], list[Record], list[BadRecordError]]:
+    """Prompts for the records that make one, those records, and the refusals (strict: stop at
+    the first refusal, for the caller to raise)."""
+    prompts, kept, refused = [], [], []
+    for record in records:
+        try:
+            prompts.append(path.build_prompt(record))
+            kept.append(record)
+        except BadRecordError as exc:
+            refused.append(exc)
+            if strict:
+                break
+    return prompts, kept, refused
+
+
 def chunks(rows: list[int], size: int) -> list[list[int]]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
@@ -80,6 +106,16 @@ def split_even(rows: list[int], parts: int, group: int) -> list[list[int]]:
         if piece:
             out.append(piece)
     return out
+
+
+def _refusal_report(short: int, refused: list[BadRecordError], strict: bool) -> dict[str, Any]:
+    """What one rank tells the others after building a round of prompts (small, picklable)."""
+    by_reason: dict[str, tuple[int, str]] = {}
+    for exc in refused:
+        count, example = by_reason.get(exc.reason, (0, str(exc)))
+        by_reason[exc.reason] = (count + 1, example)
+    error = (str(refused[0]), refused[0].reason) if strict and refused else None
+    return {"short": short, "refused": by_reason, "error": error}
 
 
 class Trainer:
@@ -115,6 +151,7 @@ class Trainer:
             )
         self.sampler = PromptSampler(len(train_records), cfg.train.prompts_per_step, seed=cfg.train.seed)
         self.state = LoopState()
+        self._examples: dict[str, str] = {}  # reason -> the first refusal's message
         self.sampling = SamplingSettings(
             n=cfg.rollout.n,
             temperature=cfg.rollout.temperature,
@@ -131,30 +168,14 @@ class Trainer:
         t = cfg.train
         self.reuse_update_logp = t.reuse_update_logp and t.ppo_epochs == 1 and t.mini_batches == 1
 
-    # ------------------------------------------------------------ prompts
-    def _prompts_for(
-        self, records: list[Record], strict: bool
-    ) -> tuple[list[PromptInput], list[Record], int]:
-        """Prompts for the records that make one; a bad record raises (strict) or is counted."""
-        prompts, kept, skipped = [], [], 0
-        for record in records:
-            try:
-                prompts.append(self.path.build_prompt(record))
-                kept.append(record)
-            except ValueError as exc:
-                if strict:
-                    raise
-                skipped += 1
-                log.warning("skipping record: %s", exc)
-        return prompts, kept, skipped
-
     # ------------------------------------------------------------ one RL step
     def rl_step(self) -> dict[str, float]:
         """One RL step, as the named stages below run it:
 
         1. :meth:`_rollout`: this rank's prompts, ``rollout.n`` samples each (groups contiguous);
         2. :meth:`_score`: rewards, group advantages (normalised as the loss's registry entry
-           says), optional zero-variance filtering;
+           says), optional zero-variance filtering; :meth:`_tally` adds the step to the run's
+           totals over all ranks;
         3. :meth:`_reference_and_old_logp`: π_old and π_ref recomputed by the trainer on the
            exact training collation, no grad (π_old skipped on on-policy steps, where the
            update's own forward serves);
@@ -165,6 +186,7 @@ class Trainer:
         t0 = time.perf_counter()
         step = self._rollout()
         self._score(step)
+        self._tally(step)
         self._reference_and_old_logp(step)
         update_metrics = self._update(step)
         self.rollout_engine.sync_weights(self.engine.unwrapped_model())
@@ -176,17 +198,78 @@ class Trainer:
     def _rollout(self) -> StepData:
         """Sample ``n`` responses for each of this rank's prompts of the step."""
         t0 = time.perf_counter()
-        per_rank = self.cfg.train.prompts_per_step // self.world
-        indices = self.sampler.next_batch()[self.rank * per_rank : (self.rank + 1) * per_rank]
-        strict = self.cfg.data.on_bad_record == "error"
-        prompts, records, skipped = self._prompts_for([self.records[i] for i in indices], strict)
-        self.state.skipped_records += skipped
+        prompts, records = self._draw_prompts()
         self.rollout_engine.wake()
         rollout = (
             self.rollout_engine.generate(prompts, self.sampling) if prompts else Rollout([], [], [], [], [])
         )
         self.rollout_engine.sleep()
         return StepData(rollout, records, t_generate=time.perf_counter() - t0)
+
+    def _draw_prompts(self) -> tuple[list[PromptInput], list[Record]]:
+        """This rank's share of ``train.prompts_per_step``, refused records replaced by further
+        draws from the sampler (at most one pass over the data per step).
+
+        Each round the ranks share one small report (shortfall, refusals by reason, the first
+        refusal under ``data.on_bad_record=error``), so they draw alike (the sampler stays the
+        same on every rank, as checkpoints assume) and stop or raise together.
+        """
+        per_rank = self.cfg.train.prompts_per_step // self.world
+        strict = self.cfg.data.on_bad_record == "error"
+        indices = self.sampler.next_batch()[self.rank * per_rank : (self.rank + 1) * per_rank]
+        prompts: list[PromptInput] = []
+        records: list[Record] = []
+        drawn = per_rank * self.world  # over all ranks
+        while True:
+            built, kept, refused = build_prompts(self.path, [self.records[i] for i in indices], strict)
+            prompts, records = prompts + built, records + kept
+            reports = dist.all_gather_object(_refusal_report(per_rank - len(prompts), refused, strict))
+            need = min(self._take_reports(reports), (len(self.records) - drawn) // self.world)
+            if need <= 0:
+                break
+            replacements = self.sampler.take(need * self.world)  # every rank draws alike
+            drawn += need * self.world
+            first = self.rank * need
+            indices = replacements[first : first + per_rank - len(prompts)]
+        built_total = sum(per_rank - report["short"] for report in reports)
+        if built_total == 0:
+            raise BadRecordError(self._nothing_built(drawn), "no_usable_records")
+        if built_total < self.cfg.train.prompts_per_step and dist.is_main():
+            log.warning(
+                "step %d: only %d of train.prompts_per_step=%d prompts could be built from one pass "
+                "over the data",
+                self.state.step + 1,
+                built_total,
+                self.cfg.train.prompts_per_step,
+            )
+        return prompts, records
+
+    def _take_reports(self, reports: list[dict[str, Any]]) -> int:
+        """Count every rank's refusals (raising the first under ``error``); the largest shortfall."""
+        for report in reports:
+            if report["error"] is not None:
+                raise BadRecordError(*report["error"])
+            for reason, (count, example) in report["refused"].items():
+                if reason not in self.state.refused and dist.is_main():
+                    log.warning(
+                        "skipping record (data.on_bad_record=skip; more %r are counted, not logged): %s",
+                        reason,
+                        example,
+                    )
+                self.state.refused[reason] = self.state.refused.get(reason, 0) + count
+                self._examples.setdefault(reason, example)
+                self.state.skipped_records += count
+        return max(report["short"] for report in reports)
+
+    def _nothing_built(self, drawn: int) -> str:
+        """Why a step has no prompt at all: the refusals by reason, one example each."""
+        reasons = sorted(self.state.refused.items(), key=lambda item: -item[1])
+        causes = "; ".join(f"{reason} x{count}, e.g. {self._examples[reason]}" for reason, count in reasons)
+        return (
+            f"step {self.state.step + 1}: none of the {drawn} records drawn (one pass over data.train, "
+            f"{len(self.records)} records) could be made into a prompt, so nothing can be trained; "
+            f"refused so far: {causes or 'none'}"
+        )
 
     def _score(self, step: StepData) -> None:
         """Rewards, group advantages, and which rows the update trains on."""
@@ -203,6 +286,22 @@ class Trainer:
         step.zero_var = zero_variance_groups(step.rewards, n)  # [N/n]
         if self.cfg.loss.filter_zero_variance:
             step.rows = [r for r in step.rows if not bool(step.zero_var[r // n])]
+
+    def _tally(self, step: StepData) -> None:
+        """Add the step to the run's totals over all ranks; say when it cannot change the policy."""
+        local = [len(step.rows), float((~step.zero_var).sum()), step.counters.get("timeouts", 0.0)]
+        rows, groups_with_signal, timeouts = dist.all_reduce_sum(torch.tensor(local, dtype=torch.float64))
+        self.state.rows_trained += int(rows)
+        self.state.verifier_timeouts += int(timeouts)
+        if groups_with_signal == 0:
+            self.state.steps_without_signal += 1
+            if dist.is_main():
+                log.warning(
+                    "step %d: every prompt's %d responses got the same reward, so every advantage is 0 "
+                    "and this step changes nothing (a model that never or always answers right)",
+                    self.state.step + 1,
+                    self.cfg.rollout.n,
+                )
 
     def _micro_batches(self, rollout: Rollout, rows: list[int]) -> list[list[int]]:
         """Forward/backward micro-batches of ``rows``: fixed size, or packed by length under
@@ -341,7 +440,7 @@ class Trainer:
         """Greedy accuracy on held-out records (one response each)."""
         if not records:
             return {}
-        prompts, kept, skipped = self._prompts_for(records, strict=False)
+        prompts, kept, refused = build_prompts(self.path, records, strict=False)
         greedy = SamplingSettings(
             n=1,
             temperature=0.0,
@@ -351,7 +450,7 @@ class Trainer:
         rollout = self.rollout_engine.generate(prompts, greedy)
         texts = self.path.decode(rollout)
         _, acc, _ = self.score(texts, [kept[i] for i in rollout.prompt_index], rollout.truncated)
-        return {"eval_accuracy": sum(acc) / max(1, len(acc)), "eval_skipped": float(skipped)}
+        return {"eval_accuracy": sum(acc) / max(1, len(acc)), "eval_skipped": float(len(refused))}
 
     # ------------------------------------------------------------ checkpoints
     def save(self, output_dir: str | Path) -> Path:
@@ -361,11 +460,7 @@ class Trainer:
             model=self.engine.unwrapped_model(),
             tokenizer=self.saveable,
             engine=self.engine,
-            trainer_state={
-                "sampler": self.sampler.state_dict(),
-                "skipped_records": self.state.skipped_records,
-                "extra": self.state.extra,
-            },
+            trainer_state={"sampler": self.sampler.state_dict(), **dataclasses.asdict(self.state)},
             keep=self.cfg.train.keep_checkpoints,
             is_main=dist.is_main(),
         )
@@ -375,5 +470,6 @@ class Trainer:
         state = load_trainer_state(checkpoint)
         self.engine.load_state(Path(checkpoint) / "engine")
         self.sampler.load_state_dict(state["sampler"])
-        self.state = LoopState(state["step"], state.get("skipped_records", 0), state.get("extra", {}))
+        known = {f.name for f in dataclasses.fields(LoopState)}
+        self.state = LoopState(**{k: v for k, v in state.items() if k in known})
         set_rng_state(state["rng"])

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from mm_gmpo.train import dist
-from mm_gmpo.train.build import build_run
-from mm_gmpo.train.config import Config, to_yaml, validate_world
+from mm_gmpo.train.build import Run, build_run
+from mm_gmpo.train.config import Config, to_yaml
 from mm_gmpo.train.plots import plot_run
-from mm_gmpo.train.warm_start import warm_start
 
 log = logging.getLogger("mm_gmpo")
 
@@ -31,12 +30,41 @@ def _progress(enabled: bool):
     )
 
 
+def run_totals(run: Run) -> dict[str, Any]:
+    """The run's totals over all ranks and (when resumed) the whole run: what it trained on,
+    what it skipped and why, and what it could not score in time."""
+    state = run.trainer.state
+    return {
+        "steps": state.step,
+        "rows_trained": state.rows_trained,
+        # Training records the policy path refused (bad image, over-long prompt, ...), by reason.
+        "skipped_records_by_reason": dict(sorted(state.refused.items())),
+        # Rows the loaders dropped (malformed line, no answer, ...), by file field and reason.
+        "skipped_rows_at_load": run.load_skips,
+        "verifier_timeouts": state.verifier_timeouts,
+        "steps_without_signal": state.steps_without_signal,
+    }
+
+
+def describe_totals(summary: dict[str, Any]) -> str:
+    """One line for the end of the log."""
+    refused = summary["skipped_records_by_reason"]
+    at_load = {
+        f"{k} {r}": n for k, reasons in summary["skipped_rows_at_load"].items() for r, n in reasons.items()
+    }
+    skipped = ", ".join(f"{r}: {n}" for r, n in {**at_load, **refused}.items()) or "none"
+    return (
+        f"trained {summary['rows_trained']} rows in {summary['steps']} steps; skipped: {skipped}; "
+        f"verifier time-outs: {summary['verifier_timeouts']}; steps with no reward spread: "
+        f"{summary['steps_without_signal']}"
+    )
+
+
 def train(cfg: Config) -> dict[str, Any]:
     """Run to ``train.steps`` (resuming when a checkpoint exists); returns a summary."""
     t_start = time.perf_counter()
     Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
     run = build_run(cfg)
-    validate_world(cfg, dist.world_size())
     if dist.is_main():
         resolved = to_yaml(cfg)
         (Path(cfg.train.output_dir) / "config.yaml").write_text(resolved)
@@ -47,16 +75,9 @@ def train(cfg: Config) -> dict[str, Any]:
         "resumed_from": str(run.resumed_from or ""),
     }
     try:
+        if run.warm_start_losses:
+            summary["warm_start_loss"] = run.warm_start_losses[-1]
         if run.resumed_from is None:
-            losses = warm_start(
-                trainer,
-                cfg.warm_start.steps,
-                cfg.warm_start.lr,
-                cfg.warm_start.batch_size,
-                cfg.train.start_seed,
-            )
-            if losses:
-                summary["warm_start_loss"] = losses[-1]
             if run.eval_records:
                 before = trainer.evaluate(run.eval_records)
                 logger.log(0, before)
@@ -92,12 +113,11 @@ def train(cfg: Config) -> dict[str, Any]:
         summary["checkpoint"] = str(trainer.save(cfg.train.output_dir))
         if dist.is_main():
             summary["plot"] = str(plot_run(cfg.train.output_dir))
-        summary["steps"] = trainer.state.step
-        # Records the policy path refused (bad image, over-long prompt, ...), by reason.
-        summary["skipped_records_by_reason"] = dict(trainer.path.bad_records)
+        summary.update(run_totals(run))
         summary["wall_time_s"] = round(time.perf_counter() - t_start, 1)
         if dist.is_main():
             (Path(cfg.train.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+            log.info("%s", describe_totals(summary))
         return summary
     finally:
         run.close()

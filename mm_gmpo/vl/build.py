@@ -29,6 +29,9 @@ from mm_gmpo.vl.path import VLPolicyPath
 if TYPE_CHECKING:
     from mm_gmpo.train.config import Config, ModelConfig
 
+# Imported lazily while a run builds prompts; checked before any model loads.
+REQUIRED_PACKAGES = ("qwen_vl_utils", "torchvision")
+
 
 def pixel_budget(model_cfg: ModelConfig) -> tuple[int | None, int | None]:
     """(min_pixels, max_pixels) for the processor; ``None`` keeps the checkpoint's own.

@@ -200,6 +200,7 @@ def test_hf_dataset_id_goes_to_load_dataset(monkeypatch: pytest.MonkeyPatch) -> 
         return datasets.Dataset.from_dict({"problem": ["p"], "answer": ["a"]})
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # the hub is off: datasets reads its cache
     records = load_records("someone/math-set", hf_split="test", hf_config="default")
     assert calls == [("someone/math-set", "default", "test")]
     assert records[0].source == "math-set" and records[0].id == "math-set-0"  # dataset name, no owner

@@ -63,7 +63,10 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, monkeypatch):
     assert first["steps"] == 2
     # A save that died later must not be picked up.
     (resumed / "checkpoints" / ".tmp_step_00000003").mkdir()
-    second = train(load_config(None, [*SMALL, f"train.output_dir={resumed}", "train.steps=4"]))
+    # train.steps changed, so continuing is said explicitly (unset, the changed config is refused).
+    second = train(
+        load_config(None, [*SMALL, f"train.output_dir={resumed}", "train.steps=4", "train.resume=auto"])
+    )
     assert second["resumed_from"].endswith("step_00000002")
 
     rows = _comparable(read_metrics(resumed))

@@ -165,3 +165,16 @@ def test_data_override_and_ground_truth_backend(tmp_path):
     assert header["source"] == str(src) and header["model"] == "ground-truth"
     assert [r["answer"] for r in got] == ["0", "1", "4"]
     assert json.loads((out / "summary.json").read_text())["average"]["pass@1"] == 1.0
+
+
+@pytest.mark.parametrize("suite", ["math", "geometry"])
+def test_help_states_each_default_once(suite, capsys):
+    from mm_gmpo.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["eval", suite, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert text.count("(default: the --out folder's name)") == 1
+    assert text.count("(default: $MM_GMPO_DATA_DIR") == 1
+    assert "(default: 1.0)" in text  # a real default is still shown (--top-p)

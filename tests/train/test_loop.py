@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from mm_gmpo.data.records import Record
+from mm_gmpo.data.records import BadRecordError, Record
 from mm_gmpo.rollout.base import SamplingSettings
 from mm_gmpo.rollout.hf import HFGenerateEngine
 from mm_gmpo.testing import build_tiny_qwen2
@@ -224,3 +224,53 @@ def test_several_updates_per_batch_keep_the_separate_pass(tiny, tmp_path):
     metrics = trainer.rl_step()
     assert calls == [False] * 4 + [True] * 8
     assert metrics["log_ratio_max"] > metrics["log_ratio_min"]  # the second pass is off-policy
+
+
+def _long(i: int) -> Record:
+    return Record(id=f"long-{i}", problem="What is 1 + 1? " * 200, answer="2")
+
+
+def test_refused_prompts_are_replaced_from_the_sampler(tiny, tmp_path):
+    """A step trains the rows it asked for: refused records are replaced by further draws."""
+    from mm_gmpo.data.sampler import PromptSampler
+
+    tok, model = tiny
+    records = _records(12)
+    first = PromptSampler(12, 4, seed=0).next_batch()
+    for i in first[:2]:  # two of the first step's four records are over max_prompt_len
+        records[i] = _long(i)
+    trainer = _trainer(tok, model, tmp_path, records=records)
+    metrics = trainer.rl_step()
+    assert metrics["rows_trained"] == 16  # 4 prompts x n=4, not 2 x 4
+    assert trainer.state.refused == {"prompt_too_long": 2} and metrics["skipped_records"] == 2
+    assert trainer.state.rows_trained == 16
+    assert trainer.sampler.position == 6  # the batch of 4 and two replacements
+
+
+def test_a_step_without_any_buildable_prompt_stops(tiny, tmp_path):
+    tok, model = tiny
+    trainer = _trainer(tok, model, tmp_path, records=[_long(i) for i in range(6)])
+    with pytest.raises(
+        BadRecordError,
+        match=r"step 1: none of the 6 records drawn .* prompt_too_long x6, e\.g\. record 'long-",
+    ):
+        trainer.rl_step()
+
+
+def test_steps_that_cannot_change_the_policy_are_counted_and_said(tiny, tmp_path, caplog):
+    tok, model = tiny
+
+    def constant_reward(texts, records, truncated):
+        return [0.0] * len(texts), [0.0] * len(texts), {"timeouts": 1.0}
+
+    trainer = _trainer(tok, model, tmp_path)
+    trainer.score = constant_reward
+    with caplog.at_level("WARNING", logger="mm_gmpo"):
+        trainer.rl_step()
+    assert trainer.state.steps_without_signal == 1 and trainer.state.verifier_timeouts == 1
+    assert "step 1: every prompt's 4 responses got the same reward" in caplog.text
+    # The run's totals travel with checkpoints.
+    ckpt = trainer.save(tmp_path / "run")
+    again = _trainer(tok, model, tmp_path)
+    again.restore(ckpt)
+    assert again.state == trainer.state
