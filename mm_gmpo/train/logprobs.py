@@ -76,8 +76,8 @@ def final_hidden_states(model: nn.Module, inputs: dict[str, Any], width_r: int) 
 def _picked_logits(
     logits: torch.Tensor, ids: torch.Tensor, temperature: float, banned: torch.Tensor | None
 ) -> torch.Tensor:
-    """z of the sampled ids [B, c]: their logits (BANNED_LOGIT if banned) / T, in float32."""
-    picked = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1).float()  # [B, c]
+    """z of the sampled ids [c]: their logits (BANNED_LOGIT if banned) / T, in float32."""
+    picked = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1).float()  # [c]
     if banned is not None:
         picked = picked.masked_fill(torch.isin(ids, banned), BANNED_LOGIT)
     return picked / temperature if _scales(temperature) else picked
@@ -92,62 +92,62 @@ class _ChunkState:
 
     The checkpoint calls the chunk twice: in forward, and in backward to rebuild the logits. The
     first call computes the log-sum-exp and the entropy; the second reuses that log-sum-exp (a
-    [B, c] tensor) instead of another pass over the vocabulary, and skips the entropy.
+    [c] tensor) instead of another pass over the vocabulary, and skips the entropy.
     """
 
     def __init__(self, entropies: list[torch.Tensor] | None) -> None:
-        self.lse: torch.Tensor | None = None  # [B, c]
+        self.lse: torch.Tensor | None = None  # [c]
         self.entropies = entropies
 
 
 class _SampledLogProb(torch.autograd.Function):
     """log softmax(z)[sampled id], z = logits / T, with its gradient in closed form.
 
-    Saves the chunk's logits (the LM head's output, in the model's dtype) and the [B, c]
-    log-sum-exp; the backward builds one float32 [B, c, V] tensor, the softmax, and turns it into
+    Saves the chunk's logits (the LM head's output, in the model's dtype) and the [c]
+    log-sum-exp; the backward builds one float32 [c, V] tensor, the softmax, and turns it into
     the gradient in place: d logp / d z = onehot(id) - softmax(z).
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any,
-        logits: torch.Tensor,  # [B, c, V]
-        ids: torch.Tensor,  # [B, c]
+        logits: torch.Tensor,  # [c, V]
+        ids: torch.Tensor,  # [c]
         temperature: float,
         banned: torch.Tensor | None,  # [n_banned]
         state: _ChunkState,
     ) -> torch.Tensor:
         if state.lse is None:
-            z = logits.float()  # [B, c, V] (the logits themselves when they are float32)
+            z = logits.float()  # [c, V] (the logits themselves when they are float32)
             if banned is not None or _scales(temperature):
                 z = z.clone() if z is logits else z  # never write into the logits
                 if banned is not None:
                     z.index_fill_(-1, banned, BANNED_LOGIT)
                 if _scales(temperature):
                     z.div_(temperature)
-            top = z.amax(dim=-1, keepdim=True)  # [B, c, 1]
-            exp = torch.sub(z, top).exp_()  # [B, c, V] unnormalised softmax
-            total = exp.sum(dim=-1)  # [B, c]
-            state.lse = top.squeeze(-1) + total.log()  # [B, c]
+            top = z.amax(dim=-1, keepdim=True)  # [c, 1]
+            exp = torch.sub(z, top).exp_()  # [c, V] unnormalised softmax
+            total = exp.sum(dim=-1)  # [c]
+            state.lse = top.squeeze(-1) + total.log()  # [c]
             if state.entropies is not None:
-                # H = lse - sum_v p_v z_v; a dot product, not a second [B, c, V] temporary.
-                dot = (exp.unsqueeze(-2) @ z.unsqueeze(-1)).squeeze(-1).squeeze(-1)  # [B, c]
+                # H = lse - sum_v p_v z_v; a dot product, not a second [c, V] temporary.
+                dot = (exp.unsqueeze(-2) @ z.unsqueeze(-1)).squeeze(-1).squeeze(-1)  # [c]
                 state.entropies.append(state.lse - dot / total)
             del z, exp
-        lse = state.lse  # [B, c]
+        lse = state.lse  # [c]
         ctx.temperature = temperature
         ctx.save_for_backward(logits, ids, lse, banned)
-        return _picked_logits(logits, ids, temperature, banned) - lse  # [B, c]
+        return _picked_logits(logits, ids, temperature, banned) - lse  # [c]
 
     @staticmethod
-    def backward(ctx: Any, grad_logp: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # grad_logp [B, c]
+    def backward(ctx: Any, grad_logp: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # grad_logp [c]
         logits, ids, lse, banned = ctx.saved_tensors
         inv_t = 1.0 / ctx.temperature if _scales(ctx.temperature) else 1.0
         # softmax(z) = exp(logits / T - lse), float32 whatever the logits' dtype
-        grad = torch.add(lse.neg().unsqueeze(-1), logits, alpha=inv_t).exp_()  # [B, c, V]
+        grad = torch.add(lse.neg().unsqueeze(-1), logits, alpha=inv_t).exp_()  # [c, V]
         if banned is not None:
             grad.index_fill_(-1, banned, 0.0)  # a banned token's probability is 0
-        scaled = grad_logp * inv_t  # [B, c] d loss / d logp, through z = logits / T
+        scaled = grad_logp * inv_t  # [c] d loss / d logp, through z = logits / T
         grad.mul_(scaled.neg().unsqueeze(-1))  # -g p
         grad.scatter_add_(-1, ids.unsqueeze(-1), scaled.unsqueeze(-1))  # + g at the sampled id
         if banned is not None:
