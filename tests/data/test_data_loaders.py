@@ -266,6 +266,7 @@ def test_file_names_are_never_hub_ids_and_ids_take_a_split(monkeypatch: pytest.M
         return datasets.Dataset.from_dict(rows)
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # the fake stands for datasets' own cache
     # "geometry3k/train.parquet" (not converted yet) is a missing file, not a dataset to download.
     with pytest.raises(FileNotFoundError, match="geometry3k/train.parquet"):
         load_records("geometry3k/train.parquet")

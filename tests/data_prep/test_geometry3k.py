@@ -222,6 +222,7 @@ def offline_hub(tmp_path, problems, monkeypatch):
         return real("parquet", data_files=files, split=split)
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # the local copy stands for datasets' own cache
     return asked
 
 
