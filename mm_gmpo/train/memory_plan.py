@@ -447,13 +447,15 @@ def _image_tokens_floor(cfg: Any, shape: ModelShape) -> int:
 
 def longest_micro_batch(cfg: Any, shape: ModelShape | None) -> MicroBatch:
     """Fixed micro-batches: ``micro_batch_size`` rows at the length limits. Token budget: the
-    budget (or one row at the limits if longer), and for the log-prob block the worst packing:
-    as many rows as fit with the shortest possible prompt, each with a response of one chunk.
+    budget (or one row at the limits if longer). The log-prob block: chunked, one chunk of the
+    micro-batch's flattened response tokens (:mod:`mm_gmpo.train.logprobs`), whatever the rows;
+    full logits, [rows, response, V] with, under a budget, the worst packing (as many rows as fit
+    with the shortest possible prompt).
     """
     t = cfg.train
     prompt, response = cfg.data.max_prompt_len, cfg.rollout.max_new_tokens
     chunk, budget = max(0, t.logit_chunk), max(0, t.micro_batch_tokens)
-    per_row_positions = response if chunk <= 0 else min(chunk, response)
+    per_row_positions = response
     patches_per_row = 0
     p_floor = 1
     if shape is not None and shape.vision is not None:
@@ -466,14 +468,16 @@ def longest_micro_batch(cfg: Any, shape: ModelShape | None) -> MicroBatch:
         return MicroBatch(
             rows=rows,
             tokens=rows * (prompt + response),
-            logit_rows=rows,
-            logit_positions=per_row_positions,
+            logit_rows=1 if chunk else rows,
+            logit_positions=min(chunk, rows * response) if chunk else per_row_positions,
             patches=rows * patches_per_row,
             description=f"{rows} x ({prompt} + {response}) tokens",
         )
     tokens = max(budget, prompt + response)
     rows = max(1, tokens // (prompt + response))
-    logit_rows = max(1, tokens // (p_floor + per_row_positions))
+    logit_rows = 1 if chunk else max(1, tokens // (p_floor + per_row_positions))
+    if chunk:
+        per_row_positions = min(chunk, tokens)
     patches = 0
     if patches_per_row:
         v = shape.vision  # type: ignore[union-attr]
@@ -677,7 +681,7 @@ def _add_update_rows(plan: MemoryPlan, cfg: Config, shape: ModelShape) -> None:
             "update",
             lp_positions * shape.vocab * per_elem,
             (
-                f"chunk of {chunk}: [{mb.logit_rows}, {mb.logit_positions}, {shape.vocab}] x {per_elem} B"
+                f"one chunk of the flattened response tokens: [{mb.logit_positions}, {shape.vocab}] x {per_elem} B"
                 if chunk > 0
                 else f"full [B, R, V] = [{mb.logit_rows}, {mb.logit_positions}, {shape.vocab}] x {per_elem} B"
             ),
