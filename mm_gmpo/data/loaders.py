@@ -122,7 +122,8 @@ def _iter_jsonl(path: Path) -> Iterator[dict[str, Any] | BadRecordError]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 yield BadRecordError(
-                    f"{path}: line {line_no}: invalid JSON ({e.msg} at column {e.colno})", "invalid JSON"
+                    f"{path}: line {line_no}: invalid JSON at column {e.colno} ({e.msg.removesuffix(' at')})",
+                    "invalid JSON",
                 )
                 continue
             if isinstance(row, dict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 import torch
 import torch.distributed as torch_dist
@@ -134,8 +135,17 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
-    """Barrier, then destroy the process group; safe to call when none exists."""
+    """Barrier, then destroy the process group; safe to call when none exists.
+
+    DeepSpeed keeps a clone of the world group (``deepspeed.utils.groups._WORLD_GROUP``) that
+    dies with the group; it is forgotten here, or the next engine built in this process (the
+    next seed of ``mm-gmpo demo`` under DeepSpeed, the next test) fails with "Group ... is not
+    registered".
+    """
     if not is_initialized():
         return
     barrier()
     torch_dist.destroy_process_group()
+    ds_groups = sys.modules.get("deepspeed.utils.groups")
+    if ds_groups is not None:
+        ds_groups._WORLD_GROUP = None

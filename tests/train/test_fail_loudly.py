@@ -102,7 +102,9 @@ def test_malformed_jsonl_line_is_named_or_counted(tmp_path, capsys) -> None:
     data = tmp_path / "train.jsonl"
     data.write_text('{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?", "answ\n[1, 2]\n')
     assert _train(tmp_path, f"data.train={data}", "data.on_bad_record=error") == 2
-    assert _one_line(capsys).startswith(f"error: {data}: line 2: invalid JSON (")
+    assert (
+        _one_line(capsys) == f"error: {data}: line 2: invalid JSON at column 26 (Invalid control character)"
+    )
 
     cfg = load_config(None, ["data.on_bad_record=skip"])
     result = load_split_report(str(data), cfg, "train")

@@ -1,12 +1,11 @@
 """The supervised warm start runs before any engine wraps the model, so it gives the same
 starting policy under the torch engine and DeepSpeed ZeRO-2 and ZeRO-3 (it used to call
 ``backward`` beneath DeepSpeed's gradient hooks: "has already been reduced" at ZeRO-2, a
-size-0 tensor at ZeRO-3), and an RL step follows it under each."""
+size-0 tensor at ZeRO-3), and an RL step follows it under each. The runs follow one another
+in one process, each with its own process group, as the seeds of ``mm-gmpo demo`` do."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,16 +34,11 @@ SMALL = [
 
 
 @pytest.fixture()
-def single_rank() -> Iterator[None]:
-    """One world-size-1 gloo group for all the runs of the test (DeepSpeed keeps handles to the
-    group it first saw, so the runs must not each make and destroy their own)."""
-    saved = {key: os.environ.pop(key) for key in DIST_ENV if key in os.environ}
-    dist.init_distributed()
-    yield
-    dist.shutdown()
+def no_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain single-process runs: each build_run makes its own one-rank group and removes it on
+    close, as the runs of ``mm-gmpo demo --seeds 0 1 2`` do one after the other."""
     for key in DIST_ENV:
-        os.environ.pop(key, None)
-    os.environ.update(saved)
+        monkeypatch.delenv(key, raising=False)
 
 
 def _warm_started(tmp_path: Path, engine: list[str]) -> tuple[dict[str, torch.Tensor], list[float], float]:
@@ -59,10 +53,11 @@ def _warm_started(tmp_path: Path, engine: list[str]) -> tuple[dict[str, torch.Te
         return state, run.warm_start_losses, rows
     finally:
         run.close()
+        assert not dist.is_initialized()  # the run removed its group; the next one makes its own
 
 
 @pytest.mark.slow  # three runs, two of them DeepSpeed (~1 min on 2 loaded cores)
-def test_warm_start_is_the_same_under_every_engine(tmp_path: Path, single_rank: None) -> None:
+def test_warm_start_is_the_same_under_every_engine(tmp_path: Path, no_launcher: None) -> None:
     pytest.importorskip("deepspeed")
     torch_state, torch_losses, _ = _warm_started(tmp_path / "torch", [])
     from safetensors.torch import load_file
