@@ -146,7 +146,10 @@ def test_memory_plan_over_gpu_mem_stops_the_launch() -> None:
     proc = H.run_script("train_text_gmpo.sh", "--dry-run", GPU_MEM="40")
     assert proc.returncode == 2
     assert "does NOT fit in 40 GiB" in proc.stderr  # the plan is shown with the error
-    assert "config error: memory plan: the update phase needs" in proc.stderr
+    assert (
+        "config error: memory plan: the rollout phase needs 46.1 GiB per GPU, over --gpu-mem 40"
+        in proc.stderr
+    )
     assert "train.zero_stage=3" in proc.stderr
 
 
