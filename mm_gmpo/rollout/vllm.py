@@ -48,6 +48,7 @@ from torch import nn
 
 from mm_gmpo.dtypes import resolve_dtype
 from mm_gmpo.rollout.base import PromptInput, Rollout, SamplingSettings
+from mm_gmpo.rollout.merged_weights import adapted_base_model, iter_merged_weights
 
 if TYPE_CHECKING:
     from mm_gmpo.train.config import Config
@@ -166,7 +167,14 @@ def iter_policy_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     (collective: every rank must iterate in the same order), copied, and released before the
     next, so at most one full parameter is materialised at a time; the copy matters because
     DeepSpeed frees the gathered storage when the context exits while vLLM may still hold it.
+
+    A peft (LoRA) policy is streamed merged, under the plain model's names
+    (:func:`mm_gmpo.rollout.merged_weights.iter_merged_weights`): vLLM serves the base
+    architecture, and the trainer's own weights are left untouched.
     """
+    if adapted_base_model(model) is not None:
+        yield from iter_merged_weights(model)
+        return
     for raw_name, param in model.named_parameters():
         name = raw_name
         for prefix in _WRAPPER_PREFIXES:
