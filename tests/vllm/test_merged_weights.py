@@ -9,6 +9,7 @@ this stream in tests/vllm/test_vllm_lora.py.
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -138,3 +139,44 @@ def test_unmergeable_adapters_are_refused_clearly():
     tied = with_lora(tiny_text(), target_modules=["embed_tokens"])  # the tiny Qwen2 ties lm_head to it
     with pytest.raises(ValueError, match="tied"):
         list(iter_policy_weights(tied))
+
+
+DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture()
+def single_rank():
+    """A world-size-1 gloo group for a DeepSpeed engine, removed afterwards."""
+    from mm_gmpo.train import dist
+
+    saved = {key: os.environ.pop(key) for key in DIST_ENV if key in os.environ}
+    dist.init_distributed()
+    yield
+    dist.shutdown()
+    for key in DIST_ENV:
+        os.environ.pop(key, None)
+    os.environ.update(saved)
+
+
+def test_zero3_partitioned_policy_streams_the_full_merged_weights(single_rank):
+    """Under ZeRO-3 each LoRA layer's base weight and factors are gathered together, merged into
+    a copy and released: full tensors come out, the partitions stay as they were."""
+    pytest.importorskip("deepspeed")
+    from mm_gmpo.train.ds_engine import DeepSpeedEngine
+    from mm_gmpo.train.engine import OptimSettings
+
+    plain_names = [name for name, _ in tiny_text().named_parameters()]
+    policy = with_lora(tiny_text())
+    expected = copy.deepcopy(policy).merge_and_unload().state_dict()
+    engine = DeepSpeedEngine(policy, OptimSettings(lr=1e-3), zero_stage=3)
+    model = engine.unwrapped_model()
+    partitions = {n: p.ds_tensor.clone() for n, p in model.named_parameters()}  # this rank's shards
+    assert all(p.numel() == 0 for p in model.parameters())  # partitioned: nothing held in full
+
+    stream = list(iter_policy_weights(model))
+
+    assert [name for name, _ in stream] == plain_names
+    assert all(torch.equal(tensor, expected[name]) for name, tensor in stream)
+    assert all(
+        p.numel() == 0 and torch.equal(p.ds_tensor, partitions[n]) for n, p in model.named_parameters()
+    )
