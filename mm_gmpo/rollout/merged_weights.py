@@ -81,7 +81,8 @@ def iter_merged_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """``(hf_name, tensor)`` of a peft-wrapped policy with its active LoRA adapters merged.
 
     Names and order are those of the plain transformers model's ``named_parameters()`` (tied
-    weights once). Every tensor is a detached copy; the policy itself is never modified.
+    weights once). A merged weight is a new tensor; the rest are the parameters themselves,
+    detached (copies under ZeRO-3), as for a plain policy. The policy is never written to.
     """
     base = adapted_base_model(model)
     if base is None:
@@ -97,7 +98,13 @@ def iter_merged_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
                 continue
             seen.add(id(param))
             with gathered([param]):
-                yield prefix + name, param.detach().clone()
+                yield prefix + name, _owned(param)
+
+
+def _owned(param: nn.Parameter) -> torch.Tensor:
+    """The parameter's data, detached; copied when it is a ZeRO-3 gather, whose storage DeepSpeed
+    frees on leaving the context while vLLM may still read it."""
+    return param.detach().clone() if hasattr(param, "ds_id") else param.detach()
 
 
 def _walk_modules(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
@@ -143,7 +150,7 @@ def _merged_lora_layer(prefix: str, layer: Any, tied: set[int]) -> Iterator[tupl
             "model.lora_target_modules"
         )
     with gathered(list(layer.parameters())):
-        merged = {name: p.detach().clone() for name, p in base_layer.named_parameters(recurse=False)}
+        merged = {name: _owned(p) for name, p in base_layer.named_parameters(recurse=False)}
         if not layer.disable_adapters:
             for adapter in layer.active_adapters:
                 if adapter in layer.merged_adapters:
