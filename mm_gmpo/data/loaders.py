@@ -160,7 +160,9 @@ def _iter_json(path: Path) -> Iterator[dict[str, Any] | BadRecordError]:
             yield row
         else:
             kind = type(row).__name__
-            yield BadRecordError(f"{path}: element {index}: a JSON {kind}, not an object", "not a JSON object")
+            yield BadRecordError(
+                f"{path}: element {index}: a JSON {kind}, not an object", "not a JSON object"
+            )
 
 
 def _iter_arrow_table(table: Any, chunk: int = 1024) -> Iterator[dict[str, Any]]:

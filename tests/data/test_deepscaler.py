@@ -45,11 +45,19 @@ def test_problem_and_answer_map_and_solution_is_kept(math_scorer) -> None:
     assert [r.metadata["solution"] for r in result.records] == [row["solution"] for row in rows]
     assert [r.id for r in result.records] == [f"deepscaler-{i}" for i in range(5)]
     # The LaTeX answers verify as the recipe's reward reads them: the last \boxed{} after </think>.
-    right = [f"<think>draft \\boxed{{0}}</think> So the answer is $\\boxed{{{r.answer}}}$." for r in result.records]
+    right = [
+        f"<think>draft \\boxed{{0}}</think> So the answer is $\\boxed{{{r.answer}}}$." for r in result.records
+    ]
     assert math_scorer.score(right, result.records).accuracy == [1.0] * 5
     equivalent = ["\\boxed{0.75}", "\\boxed{12}", "\\boxed{\\sqrt{12}}", "\\boxed{\\pi/6}", "\\boxed{11.0}"]
     assert math_scorer.score(equivalent, result.records).accuracy == [1.0] * 5
-    wrong = ["</think>\\boxed{\\frac{4}{3}}", "\\boxed{10}", "\\boxed{3\\sqrt{2}}", "\\boxed{\\pi/3}", "\\boxed{5}"]
+    wrong = [
+        "</think>\\boxed{\\frac{4}{3}}",
+        "\\boxed{10}",
+        "\\boxed{3\\sqrt{2}}",
+        "\\boxed{\\pi/3}",
+        "\\boxed{5}",
+    ]
     assert math_scorer.score(wrong, result.records).accuracy == [0.0] * 5
 
 
@@ -90,7 +98,9 @@ def test_bad_rows_are_counted_and_skipped_or_named(tmp_path: Path) -> None:
         ('[{"problem": "p", "answer": "1"},\n {"problem": ', r"invalid JSON at line 2, column"),
     ],
 )
-def test_a_file_that_is_not_a_json_list_stops_with_its_name(tmp_path: Path, content: str, message: str) -> None:
+def test_a_file_that_is_not_a_json_list_stops_with_its_name(
+    tmp_path: Path, content: str, message: str
+) -> None:
     path = tmp_path / "deepscaler.json"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(ValueError, match=message) as info:
@@ -115,7 +125,9 @@ def test_the_recipes_hub_id_loads_through_datasets(monkeypatch: pytest.MonkeyPat
         return ds if split is None else ds[split]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    monkeypatch.setattr(loaders, "check_dataset_id", lambda repo_id, field: calls.append(("checked", repo_id)))
+    monkeypatch.setattr(
+        loaders, "check_dataset_id", lambda repo_id, field: calls.append(("checked", repo_id))
+    )
     cfg = load_config(RECIPE)
     assert cfg.data.train == f"{HUB_ID}@train"
     result = load_split_report(cfg.data.train, cfg, "train")
