@@ -2,8 +2,8 @@
 
 Config fields read here: ``model.path`` (already resolved to ``model_dir``), ``model.dtype``,
 ``model.trust_remote_code``, ``data.template``, ``data.chat_template``, ``data.max_prompt_len``.
-Activation checkpointing is not set here: the training engine owns it (``build_engine``), so it is set
-once, in the form that works under every engine.
+Activation checkpointing is not set here: the training engine owns it (``build_engine``), so it
+is set once, in the form that works under every engine.
 """
 
 from __future__ import annotations
