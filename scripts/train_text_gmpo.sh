@@ -5,13 +5,20 @@
 # and responses <= 3000 tokens, qwen_math prompt, math verifier, ZeRO-2, bf16, gradient
 # checkpointing, vLLM colocated (sleeps while training), 8 GPUs.
 #
+# RECIPE=r1distill runs the paper's third row instead (configs/paper_text_r1distill_gmpo.yaml):
+# DeepSeek-R1-Distill-Qwen-7B on DeepScaleR-Preview, its own chat template (opens <think>),
+# responses <= 8192 tokens, 8 optimizer steps of 128 rollouts per rollout batch.
+#
 # Usage: scripts/train_text_gmpo.sh [--dry-run] [section.field=value ...]
 #
 # Environment (defaults in brackets):
+#   RECIPE       [qwen_math]  r1distill for DeepSeek-R1-Distill-Qwen-7B on DeepScaleR (the
+#                defaults of MODEL, TRAIN_DATA and the config follow the recipe)
 #   MODEL        [Qwen/Qwen2.5-Math-7B]  e.g. Qwen/Qwen2.5-Math-1.5B, a local folder, tiny:qwen2
 #   LOSS         [gmpo]   grpo for the GRPO baseline (its own clip range, 0.2, unless CLIP_* set)
 #   CLIP_LOW / CLIP_HIGH  clip range (log space for gmpo*, ratio space otherwise)
-#   TRAIN_DATA   [$DATA_DIR, $MM_GMPO_DATA_DIR or <repo>/data]/math/math_lvl3to5_train.jsonl (shipped)
+#   TRAIN_DATA   [$DATA_DIR, $MM_GMPO_DATA_DIR or <repo>/data]/math/math_lvl3to5_train.jsonl (shipped);
+#                r1distill: [agentica-org/DeepScaleR-Preview-Dataset@train] or a local deepscaler.json
 #   OUTPUT_DIR   [runs/text_<loss>_<model name>]
 #   STEPS        [the config's]   SEED [the config's]
 #   ZERO_STAGE   [2]  3 for ZeRO-3; OFFLOAD=1 adds optimizer offload (states on the CPU)
@@ -23,6 +30,7 @@
 #   scripts/train_text_gmpo.sh                                         # GMPO-7B on 8 GPUs
 #   LOSS=grpo scripts/train_text_gmpo.sh                               # the GRPO baseline
 #   MODEL=Qwen/Qwen2.5-Math-1.5B scripts/train_text_gmpo.sh            # the 1.5B model
+#   RECIPE=r1distill scripts/train_text_gmpo.sh                        # R1-Distill-Qwen-7B, DeepScaleR
 #   HOSTFILE=hosts scripts/train_text_gmpo.sh                          # N nodes (DeepSpeed launcher)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,14 +38,28 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/launch_lib.sh"
 
 DATA_DIR="${DATA_DIR:-${MM_GMPO_DATA_DIR:-$LIB_REPO/data}}"
-MODEL="${MODEL:-Qwen/Qwen2.5-Math-7B}"
+case "${RECIPE:-qwen_math}" in
+  qwen_math)
+    RECIPE_CONFIG="$LIB_REPO/configs/paper_text_gmpo.yaml"
+    MODEL="${MODEL:-Qwen/Qwen2.5-Math-7B}"
+    TRAIN_DATA="${TRAIN_DATA:-$DATA_DIR/math/math_lvl3to5_train.jsonl}"
+    ;;
+  r1distill)
+    RECIPE_CONFIG="$LIB_REPO/configs/paper_text_r1distill_gmpo.yaml"
+    MODEL="${MODEL:-deepseek-ai/DeepSeek-R1-Distill-Qwen-7B}"
+    TRAIN_DATA="${TRAIN_DATA:-agentica-org/DeepScaleR-Preview-Dataset@train}"
+    ;;
+  *)
+    echo "error: RECIPE must be qwen_math or r1distill, got '$RECIPE'" >&2
+    exit 2
+    ;;
+esac
 LOSS="${LOSS:-gmpo}"
 export LOSS
-TRAIN_DATA="${TRAIN_DATA:-$DATA_DIR/math/math_lvl3to5_train.jsonl}"
 OUTPUT_DIR="${OUTPUT_DIR:-runs/text_${LOSS}_$(basename "${MODEL#tiny:}")}"
 NPROC_PER_NODE="${NPROC_PER_NODE:-${GPUS:-8}}"
 export NPROC_PER_NODE
 
 parse_script_args "$@"
 recipe_args "$MODEL" "$TRAIN_DATA" "$OUTPUT_DIR"
-launch_train "${CONFIG:-$LIB_REPO/configs/paper_text_gmpo.yaml}" "${RECIPE_ARGS[@]}" "${OVERRIDES[@]}"
+launch_train "${CONFIG:-$RECIPE_CONFIG}" "${RECIPE_ARGS[@]}" "${OVERRIDES[@]}"

@@ -135,16 +135,34 @@ def _iter_jsonl(path: Path) -> Iterator[dict[str, Any] | BadRecordError]:
                 )
 
 
-def _iter_json(path: Path) -> Iterator[dict[str, Any]]:
-    """A JSON array of objects, or an object with one list field (e.g. {"data": [...]})."""
+def _iter_json(path: Path) -> Iterator[dict[str, Any] | BadRecordError]:
+    """A JSON array of objects (DeepScaleR's ``deepscaler.json``), or an object with one list
+    field (e.g. {"data": [...]}). A file that is not such a list stops the load with its name;
+    an element that is not an object comes as a :class:`BadRecordError` naming its index, for
+    the caller to raise or count (``on_bad_record``)."""
     with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"{path}: invalid JSON at line {e.lineno}, column {e.colno} ({e.msg}); "
+                "a .json data file is one JSON list of row objects (one object per line: name it .jsonl)"
+            ) from None
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
             raise ValueError(f"{path}: expected a JSON list of rows (or an object with one list field)")
         data = lists[0]
-    yield from data
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of rows, got a JSON {type(data).__name__}")
+    for index, row in enumerate(data):
+        if isinstance(row, dict):
+            yield row
+        else:
+            kind = type(row).__name__
+            yield BadRecordError(
+                f"{path}: element {index}: a JSON {kind}, not an object", "not a JSON object"
+            )
 
 
 def _iter_arrow_table(table: Any, chunk: int = 1024) -> Iterator[dict[str, Any]]:

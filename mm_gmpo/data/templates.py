@@ -1,15 +1,17 @@
 """Prompt templates, by name, as the GMPO paper's scripts apply them.
 
 The text recipes follow the Dr.GRPO / understand-r1-zero code the paper builds on (``qwen_math``,
-``r1``, ``none``); the VL recipe follows EasyR1's geometry prompt (``geometry``).
+``r1``, ``none``); the R1-Distill recipe prompts the model through its own chat template
+(``r1_distill``); the VL recipe follows EasyR1's geometry prompt (``geometry``).
 
 Two kinds of template exist because the two paths consume prompts differently:
 
 * **text** templates (``r1``, ``none``) produce the final prompt string directly; the tokenizer's
   chat template is never involved (R1-Zero prompts a base model with plain text);
-* **chat** templates (``qwen_math``, ``geometry``) produce chat messages. The text path turns them
-  into a string with the tokenizer's chat template (:func:`render_prompt`); the VL path hands the
-  messages, image parts included, to ``qwen_vl_utils.process_vision_info`` and the processor.
+* **chat** templates (``qwen_math``, ``r1_distill``, ``geometry``) produce chat messages. The
+  text path turns them into a string with the tokenizer's chat template (:func:`render_prompt`;
+  ``data.chat_template`` can replace the checkpoint's); the VL path hands the messages, image
+  parts included, to ``qwen_vl_utils.process_vision_info`` and the processor.
 
 So ``template.build(problem, images)`` returns ``str`` or ``list[Message]``, and
 :func:`render_prompt` gives the string either way.
@@ -36,6 +38,11 @@ R1_TEMPLATE = (
     "<answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> "
     "<answer> answer here </answer>.\nUser: {question}\nAssistant: <think>"
 )
+
+# DeepSeek-R1's usage notes (model card of deepseek-ai/DeepSeek-R1 and its Distill models): no
+# system prompt, every instruction in the user turn, and for math a step-by-step / \boxed{}
+# directive; the checkpoint's own chat template then opens the assistant turn with <think>.
+R1_DISTILL_INSTRUCTION = QWEN_MATH_SYSTEM
 
 GEOMETRY_SUFFIX = (
     "You FIRST think about the reasoning process as an internal monologue and then provide the final "
@@ -76,6 +83,12 @@ class PromptTemplate:
 
 def _qwen_math(problem: str, images: Sequence[Any]) -> list[Message]:
     return [{"role": "system", "content": QWEN_MATH_SYSTEM}, {"role": "user", "content": problem}]
+
+
+def _r1_distill(problem: str, images: Sequence[Any]) -> list[Message]:
+    """One user turn, no system turn: the distilled reasoning models were tuned that way, and the
+    tokenizer's own template (not this module) adds the assistant turn and its ``<think>``."""
+    return [{"role": "user", "content": f"{problem}\n{R1_DISTILL_INSTRUCTION}"}]
 
 
 def _r1(problem: str, images: Sequence[Any]) -> str:
@@ -138,6 +151,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
     t.name: t
     for t in (
         PromptTemplate("qwen_math", "chat", False, _qwen_math),
+        PromptTemplate("r1_distill", "chat", False, _r1_distill),
         PromptTemplate("r1", "text", False, _r1),
         PromptTemplate("none", "text", False, _none),
         PromptTemplate("geometry", "chat", True, _geometry),

@@ -9,10 +9,16 @@ from mm_gmpo.testing.models import (
     tiny_qwen2_5_vl_config,
     tiny_qwen2_config,
 )
-from mm_gmpo.testing.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
+from mm_gmpo.testing.tokenizer import (
+    CHAT_TEMPLATE,
+    R1_DISTILL_STYLE_CHAT_TEMPLATE,
+    SPECIAL_TOKENS,
+    build_tokenizer,
+)
 
 __all__ = [
     "CHAT_TEMPLATE",
+    "R1_DISTILL_STYLE_CHAT_TEMPLATE",
     "SPECIAL_TOKENS",
     "TINY_MAX_PIXELS",
     "TINY_MIN_PIXELS",

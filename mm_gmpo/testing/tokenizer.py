@@ -69,6 +69,20 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
 )
 
+# A reasoning model's chat format in the style of DeepSeek-R1-Distill (written for the tests, not
+# the checkpoint's file): system text first, user and assistant turns behind their tags, and the
+# generation prompt opens the assistant turn with "<think>\n" so the response starts inside the
+# reasoning block. Tests hand it to the text path through ``data.chat_template``.
+R1_DISTILL_STYLE_CHAT_TEMPLATE = (
+    "{%- for message in messages if message.role == 'system' -%}{{ message.content }}{%- endfor -%}"
+    "{%- for message in messages -%}"
+    "{%- if message.role == 'user' -%}{{ '<|User|>' + message.content }}"
+    "{%- elif message.role == 'assistant' -%}{{ '<|Assistant|>' + message.content + '<|im_end|>' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|Assistant|><think>\n' }}{%- endif -%}"
+)
+
 # Training text: English, arithmetic, LaTeX and the prompt templates' own phrases, so common
 # strings in tests and in the demo become a few tokens instead of dozens of bytes.
 _CORPUS = r"""

@@ -1,9 +1,9 @@
 """The text path's builder (registered as ``text`` in :mod:`mm_gmpo.policy_paths`).
 
 Config fields read here: ``model.path`` (already resolved to ``model_dir``), ``model.dtype``,
-``model.trust_remote_code``, ``data.template``, ``data.max_prompt_len``. Activation
-checkpointing is not set here: the training engine owns it (``build_engine``), so it is set
-once, in the form that works under every engine.
+``model.trust_remote_code``, ``data.template``, ``data.chat_template``, ``data.max_prompt_len``.
+Activation checkpointing is not set here: the training engine owns it (``build_engine``), so it
+is set once, in the form that works under every engine.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ def build_parts(cfg: Config, model_dir: str | Path, *, weights: bool = True) -> 
 
     trust = cfg.model.trust_remote_code
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
+    if cfg.data.chat_template:
+        # Why: e.g. an older R1-Distill tokenizer revision whose template does not open <think>;
+        # the replacement is saved with the tokenizer, so checkpoints prompt the same way.
+        tokenizer.chat_template = Path(cfg.data.chat_template).expanduser().read_text(encoding="utf-8")
     path = TextPolicyPath(tokenizer, cfg.data.template, cfg.data.max_prompt_len, cfg.train.logit_chunk)
     model = (
         load_model(cfg, model_dir)

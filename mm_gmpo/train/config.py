@@ -50,7 +50,12 @@ class DataConfig:
     eval: str = _f("", "held-out set (same forms as train); empty: none")
     question_key: str = _f("problem", "field holding the question")
     answer_key: str = _f("answer", "field holding the ground truth")
-    template: str = _f("qwen_math", "prompt template: qwen_math, r1, none, geometry")
+    template: str = _f("qwen_math", "prompt template: qwen_math, r1_distill, r1, none, geometry, vl_short")
+    chat_template: str = _f(
+        "",
+        "text path: a Jinja chat-template file that replaces the tokenizer's own for chat templates "
+        "(qwen_math, r1_distill); empty: the checkpoint's",
+    )
     max_prompt_len: int = _f(1024, "prompts longer than this (tokens) are refused or skipped, never cut")
     max_images_per_prompt: int = _f(
         4,
@@ -286,6 +291,15 @@ def _require(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _check_chat_template(cfg: Config) -> None:
+    """A replacement chat template is a readable file, and only the text path reads it."""
+    path = cfg.data.chat_template
+    if not path:
+        return
+    _require(cfg.modality == "text", "data.chat_template: only the text path reads it (modality: text)")
+    _require(Path(path).expanduser().is_file(), f"data.chat_template: no such file: {path}")
+
+
 def validate(cfg: Config) -> Config:
     """Cross-field checks, all in one place."""
     from mm_gmpo.objective import LOSSES
@@ -317,6 +331,7 @@ def validate(cfg: Config) -> Config:
     _require(len(cfg.optim.betas) == 2, "optim.betas: two numbers")
     _require(cfg.data.on_bad_record in ("error", "skip"), "data.on_bad_record: error or skip")
     _require(cfg.data.max_prompt_len >= 1, "data.max_prompt_len: must be >= 1")
+    _check_chat_template(cfg)
     _require(cfg.data.max_images_per_prompt >= 1, "data.max_images_per_prompt: must be >= 1")
     _require(cfg.reward.kind in ("math", "geometry"), "reward.kind: math or geometry")
     t = cfg.train

@@ -10,7 +10,7 @@ from transformers import AutoProcessor, AutoTokenizer
 
 from mm_gmpo.data import Record, apply_template, get_template, render_prompt
 from mm_gmpo.data.templates import GEOMETRY_SUFFIX, QWEN_MATH_SYSTEM, TEMPLATES
-from mm_gmpo.testing import tiny_model_dir
+from mm_gmpo.testing import R1_DISTILL_STYLE_CHAT_TEMPLATE, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +95,30 @@ def test_geometry_renders_vision_tokens_with_tiny_processor() -> None:
     assert text.endswith("<|im_end|>\n<|im_start|>assistant\n")
 
 
+def test_r1_distill_is_one_user_turn_through_the_models_own_template(tokenizer) -> None:
+    """No system turn and the directive in the user turn; the tokenizer's template, not the
+    prompt template, opens the assistant turn, so a template that starts <think> is honoured."""
+    rec = Record(id="1", problem="What is $2 + 3$?", answer="5")
+    msgs = get_template("r1_distill").build(rec.problem)
+    assert msgs == [{"role": "user", "content": f"What is $2 + 3$?\n{QWEN_MATH_SYSTEM}"}]
+    think = AutoTokenizer.from_pretrained(tiny_model_dir("tokenizer"))
+    think.chat_template = R1_DISTILL_STYLE_CHAT_TEMPLATE
+    assert apply_template("r1_distill", rec, think) == (
+        "<|User|>What is $2 + 3$?\n"
+        "Please reason step by step, and put your final answer within \\boxed{}."
+        "<|Assistant|><think>\n"
+    )
+    # the same template under the Qwen-style chat format: the tokenizer decides the wrapping
+    assert apply_template("r1_distill", rec, tokenizer).endswith(
+        "\\boxed{}.<|im_end|>\n<|im_start|>assistant\n"
+    )
+    with pytest.raises(ValueError, match="pass a tokenizer"):
+        apply_template("r1_distill", rec)
+
+
 def test_registry_errors() -> None:
-    assert set(TEMPLATES) == {"qwen_math", "r1", "none", "geometry", "vl_short"}
-    with pytest.raises(ValueError, match="geometry, none, qwen_math, r1, vl_short"):
+    assert set(TEMPLATES) == {"qwen_math", "r1_distill", "r1", "none", "geometry", "vl_short"}
+    with pytest.raises(ValueError, match="geometry, none, qwen_math, r1, r1_distill, vl_short"):
         get_template("qwen-math")
     with pytest.raises(ValueError, match="text-only"):
         get_template("qwen_math").build("Find x.", [_png_bytes()])

@@ -35,6 +35,7 @@ LAUNCH_ENV = (
     "DRY_RUN",
     "DRY_RUN_LIMIT",
     "LAUNCH_ECHO",
+    "RECIPE",
     "MODEL",
     "LOSS",
     "CLIP_LOW",

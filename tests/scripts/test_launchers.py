@@ -66,6 +66,47 @@ TEXT_RECIPE = {
     },
 }
 
+# The paper's third text row (configs/paper_text_r1distill_gmpo.yaml; sources in its comments and
+# in scripts/README.md): what the paper states, plus this project's choices where it is silent.
+R1DISTILL_RECIPE = {
+    "modality": "text",
+    "model": {
+        "path": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+        "dtype": "bf16",
+        "gradient_checkpointing": True,
+    },
+    "data": {
+        "train": "agentica-org/DeepScaleR-Preview-Dataset@train",
+        "question_key": "problem",
+        "answer_key": "answer",
+        "template": "r1_distill",
+        "chat_template": "",
+        "max_prompt_len": 1024,
+        "on_bad_record": "skip",
+    },
+    "rollout": {
+        "engine": "vllm",
+        "n": 8,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "max_new_tokens": 8192,
+        "gpu_memory_utilization": 0.5,
+        "vllm_sleep_level": 1,
+    },
+    "loss": {"name": "gmpo", "clip_low": 0.4, "clip_high": 0.4, "kl_coef": 0.0},
+    "optim": {"lr": 1e-6, "scheduler": "constant", "warmup_steps": 0, "grad_clip": 1.0},
+    "reward": {"kind": "math"},
+    "warm_start": {"steps": 0},
+    "train": {
+        "steps": 800,
+        "prompts_per_step": 128,
+        "ppo_epochs": 1,
+        "mini_batches": 8,
+        "engine": "deepspeed",
+        "zero_stage": 2,
+    },
+}
+
 VL_RECIPE = {
     "modality": "vl",
     "model": {"path": "Qwen/Qwen2.5-VL-7B-Instruct", "dtype": "bf16"},
@@ -140,6 +181,33 @@ def test_text_dry_run_is_the_paper_recipe() -> None:
     # the per-GPU memory plan follows, as YAML comments: the recipe fits 8 x 80 GB
     assert "# memory plan per GPU: Qwen/Qwen2.5-Math-7B, 8 GPU(s) of 80 GiB" in proc.stdout
     assert "fits in 80 GiB" in proc.stdout
+
+
+def test_text_r1distill_dry_run_is_the_paper_row() -> None:
+    proc = dry_run("train_text_gmpo.sh", RECIPE="r1distill")
+    cfg = H.resolved_config(proc.stdout)
+    assert "paper_text_r1distill_gmpo.yaml" in proc.stdout.splitlines()[0]
+    assert_recipe(cfg, R1DISTILL_RECIPE)
+    assert cfg["train"]["output_dir"] == "runs/text_gmpo_DeepSeek-R1-Distill-Qwen-7B"
+    line = summary_line(proc.stdout)
+    assert "world size 8, 16 prompts x 8 samples per rank" in line
+    assert "8 optimizer step(s) per pass" in line  # 8 updates of 128 rollouts per rollout batch
+    # 8k-token responses fit 8 x 80 GB with the recipe's memory settings, and 8 x 141 GB
+    assert "# memory plan per GPU: deepseek-ai/DeepSeek-R1-Distill-Qwen-7B, 8 GPU(s) of 80 GiB" in proc.stdout
+    assert "16384-token budget, 28 layers, checkpointed" in proc.stdout
+    assert "peak           rollout  72.1  fits in 80 GiB" in proc.stdout
+    h200 = dry_run("train_text_gmpo.sh", RECIPE="r1distill", GPU_MEM="141")
+    assert "fits in 141 GiB" in h200.stdout
+    # without checkpointing the 8k-token rows do not fit, and the plan says which part to shrink
+    big = H.run_script(
+        "train_text_gmpo.sh", "--dry-run", "model.gradient_checkpointing=false", RECIPE="r1distill"
+    )
+    assert big.returncode == 2 and "does NOT fit in 80 GiB" in big.stderr
+    assert "activations" in big.stderr and "gradient_checkpointing" in big.stderr
+    local = dry_run("train_text_gmpo.sh", RECIPE="r1distill", TRAIN_DATA="deepscaler/deepscaler.json")
+    assert H.resolved_config(local.stdout)["data"]["train"] == "deepscaler/deepscaler.json"
+    bad = H.run_script("train_text_gmpo.sh", "--dry-run", RECIPE="r1")
+    assert bad.returncode == 2 and "RECIPE must be qwen_math or r1distill, got 'r1'" in bad.stderr
 
 
 def test_memory_plan_over_gpu_mem_stops_the_launch() -> None:
@@ -343,6 +411,10 @@ def test_recipe_yamls_load_on_their_own() -> None:
     """The YAML files are complete recipes without the scripts' overrides too."""
     from mm_gmpo.train.config import load_config
 
-    for name, recipe in (("paper_text_gmpo.yaml", TEXT_RECIPE), ("paper_vl_gmpo_geo3k.yaml", VL_RECIPE)):
+    for name, recipe in (
+        ("paper_text_gmpo.yaml", TEXT_RECIPE),
+        ("paper_text_r1distill_gmpo.yaml", R1DISTILL_RECIPE),
+        ("paper_vl_gmpo_geo3k.yaml", VL_RECIPE),
+    ):
         cfg = load_config(REPO / "configs" / name)
         assert_recipe(yaml.safe_load(yaml.safe_dump(cfg.to_dict())), recipe)

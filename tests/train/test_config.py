@@ -31,6 +31,7 @@ def test_yaml_then_overrides_win(tmp_path):
         ("data.on_bad_record=ignore", r"data\.on_bad_record"),
         ("train.engine=fsdp", r"train\.engine"),
         ("nonsense", r"must look like section\.field=value"),
+        ("data.chat_template=/no/such/template.jinja", r"data\.chat_template: no such file"),
     ],
 )
 def test_bad_values_name_the_field(override, message):
@@ -49,9 +50,19 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 def test_shipped_configs_validate():
     paths = sorted(configs_dir().glob("*.yaml"))
-    assert {"demo_text.yaml", "demo_vl.yaml", "paper_text_gmpo.yaml"} <= {p.name for p in paths}
+    assert {"demo_text.yaml", "demo_vl.yaml", "paper_text_gmpo.yaml", "paper_text_r1distill_gmpo.yaml"} <= {
+        p.name for p in paths
+    }
     for path in paths:
         load_config(path)
+
+
+def test_chat_template_is_a_text_path_file(tmp_path):
+    template = tmp_path / "t.jinja"
+    template.write_text("{{ messages[0].content }}")
+    assert load_config(None, [f"data.chat_template={template}"]).data.chat_template == str(template)
+    with pytest.raises(ConfigError, match=r"data\.chat_template: only the text path reads it"):
+        load_config(None, ["modality=vl", "model.path=tiny:qwen2_5_vl", f"data.chat_template={template}"])
 
 
 def test_every_field_has_help():
