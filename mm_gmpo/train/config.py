@@ -352,15 +352,17 @@ def validate(cfg: Config) -> Config:
         t.resume in (None, "auto", "never") or Path(t.resume).exists(),
         f"train.resume: auto, never, or an existing checkpoint path (got {t.resume!r})",
     )
+    rollouts = t.prompts_per_step * cfg.rollout.n
     _require(
-        t.prompts_per_step >= t.mini_batches,
-        f"train.mini_batches ({t.mini_batches}) cannot exceed train.prompts_per_step ({t.prompts_per_step})",
+        rollouts >= t.mini_batches,
+        f"train.mini_batches ({t.mini_batches}) cannot exceed the {rollouts} rollouts per step "
+        f"(train.prompts_per_step x rollout.n)",
     )
     return cfg
 
 
 def validate_world(cfg: Config, world_size: int) -> None:
-    """Batch arithmetic against the number of ranks: whole prompt groups per rank and mini-batch."""
+    """Batch arithmetic against the number of ranks: whole prompt groups per rank, a rollout per mini-batch."""
     t = cfg.train
     _require(world_size >= 1, f"world size must be >= 1, got {world_size}")
     _require(
@@ -372,10 +374,11 @@ def validate_world(cfg: Config, world_size: int) -> None:
         t.engine != "torch" or world_size == 1,
         f"train.engine=torch runs in one process, not {world_size}; use train.engine=deepspeed with torchrun",
     )
-    per_rank = t.prompts_per_step // world_size
+    per_rank = t.prompts_per_step // world_size * cfg.rollout.n
     _require(
         per_rank >= t.mini_batches,
-        f"train.mini_batches={t.mini_batches} exceeds the {per_rank} prompts each of {world_size} ranks gets per step",
+        f"train.mini_batches={t.mini_batches} exceeds the {per_rank} rollouts each of {world_size} ranks "
+        "gets per step",
     )
 
 

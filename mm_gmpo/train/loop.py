@@ -97,8 +97,15 @@ def chunks(rows: list[int], size: int) -> list[list[int]]:
 
 
 def split_even(rows: list[int], parts: int, group: int) -> list[list[int]]:
-    """Cut rows into ``parts`` pieces on group boundaries (sizes differ by at most a group)."""
-    groups = chunks(rows, group)
+    """Cut rows into ``parts`` pieces, on group boundaries when there are enough groups.
+
+    Advantages are computed per group before the update, so a mini-batch may hold part of a
+    group: with fewer groups than ``parts`` (e.g. 4 prompts per rank at 32 ranks and 8
+    optimizer steps per rollout batch) the cut falls between rollouts, as oat's sample-counted
+    train batches do. Sizes differ by at most one cutting unit.
+    """
+    unit = group if len(rows) >= parts * group else 1
+    groups = chunks(rows, unit)
     out: list[list[int]] = []
     for p in range(parts):
         lo, hi = (p * len(groups)) // parts, ((p + 1) * len(groups)) // parts

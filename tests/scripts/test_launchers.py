@@ -60,7 +60,7 @@ TEXT_RECIPE = {
     "train": {
         "prompts_per_step": 128,
         "ppo_epochs": 1,
-        "mini_batches": 1,
+        "mini_batches": 8,
         "engine": "deepspeed",
         "zero_stage": 2,
     },
@@ -283,9 +283,12 @@ def test_world_size_arithmetic_is_validated() -> None:
     odd = H.run_script("train_text_gmpo.sh", "--dry-run", NPROC_PER_NODE="3")
     assert odd.returncode == 2
     assert "prompts_per_step=128 must divide by the world size 3" in odd.stderr
-    # 32 nodes x 8: 2 prompts per rank cannot fill EasyR1's 4 mini-batches
-    wide = H.run_script("train_vl_gmpo_geo3k.sh", "--dry-run", NNODES="32")
-    assert wide.returncode == 2 and "train.mini_batches=4 exceeds the 2 prompts" in wide.stderr
+    # 32 nodes x 8: 2 prompts x 5 samples per rank fill EasyR1's 4 mini-batches (cut between
+    # rollouts), but not 16
+    wide = dry_run("train_vl_gmpo_geo3k.sh", NNODES="32")
+    assert "world size 256" in summary_line(wide.stdout)
+    too_many = H.run_script("train_vl_gmpo_geo3k.sh", "--dry-run", "train.mini_batches=16", NNODES="32")
+    assert too_many.returncode == 2 and "train.mini_batches=16 exceeds the 10 rollouts" in too_many.stderr
 
 
 def test_zero_stage_and_offload_from_the_environment() -> None:

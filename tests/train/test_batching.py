@@ -186,3 +186,30 @@ def test_equality_check_catches_a_lost_or_repeated_row(model_dir, tmp_path, monk
     gap = _max_gap(params, fixed)
     print(f"{fault}: max |param - fixed-cut param| {gap:.3g}")
     assert gap > 1e-5
+
+
+def test_mini_batches_cut_on_groups_when_there_are_enough():
+    rows = list(range(4 * 8))  # 4 prompt groups of 8 rollouts
+    pieces = loop.split_even(rows, 2, 8)
+    assert pieces == [rows[:16], rows[16:]]
+
+
+def test_mini_batches_cut_between_rollouts_when_groups_are_fewer():
+    # the paper's text recipe at 32 ranks: 4 prompts x 8 rollouts per rank, 8 optimizer steps
+    rows = list(range(100, 132))
+    pieces = loop.split_even(rows, 8, 8)
+    assert len(pieces) == 8 and all(len(p) == 4 for p in pieces)
+    assert [r for p in pieces for r in p] == rows  # every rollout once, in order
+
+
+def test_mini_batches_need_a_rollout_each_per_rank():
+    cfg = load_config(
+        None, ["train.prompts_per_step=4", "rollout.n=2", "train.mini_batches=8", "train.engine=deepspeed"]
+    )
+    from mm_gmpo.train.config import validate_world
+
+    validate_world(cfg, 1)  # 8 rollouts for 8 optimizer steps
+    with pytest.raises(ConfigError, match="train.mini_batches=8 exceeds the 4 rollouts each of 2 ranks"):
+        validate_world(cfg, 2)
+    with pytest.raises(ConfigError, match=r"cannot exceed the 8 rollouts per step"):
+        load_config(None, ["train.prompts_per_step=4", "rollout.n=2", "train.mini_batches=9"])
