@@ -1,13 +1,14 @@
 """Row 10: full fine-tuning vs LoRA, peak memory and update-step time on the same model and batch.
 
-    python bench/bench_lora.py                          # hidden 512, 4 layers, 8 x (32 + 96) tokens
+    python bench/bench_lora.py                          # hidden 512, 4 layers, 4 x (32 + 64) tokens
     python bench/bench_lora.py --hidden 128 --layers 2 --rounds 1   # smoke size
 
 One process builds the same tiny Qwen2 twice (seeded): once as it is, once wrapped by
 ``mm_gmpo.lora.apply_lora`` (``model.lora_rank``, every linear layer of the language model),
 each behind the torch training engine ``build_engine`` makes. A step is what the loop's update
 does: forward through ``TextPolicyPath`` (chunked log-probs), a policy-gradient-shaped loss,
-backward, ``engine.step()`` (clip + AdamW).
+backward, ``engine.step()`` (clip + AdamW), with activation checkpointing as the paper recipes
+run (``--no-checkpointing`` to drop it).
 
 Memory: the model's parameter bytes plus the exact peak of the tensor storages created during
 the first step (activations, gradients, AdamW states: ``mm_gmpo.testing.memory.LiveTensorBytes``,
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import DEFAULT_OUT, Row, pin_threads, write_row  # noqa: E402
 
 
-def build_variant(model_dir: Path, rank: int, lr: float):
+def build_variant(model_dir: Path, rank: int, lr: float, checkpointing: bool):
     """(engine, path) for full fine-tuning (rank 0) or LoRA of ``rank``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -39,7 +40,8 @@ def build_variant(model_dir: Path, rank: int, lr: float):
     from mm_gmpo.train.build import build_engine
     from mm_gmpo.train.config import load_config
 
-    cfg = load_config(None, [f"model.lora_rank={rank}", f"optim.lr={lr}"])
+    ckpt = str(checkpointing).lower()
+    cfg = load_config(None, [f"model.lora_rank={rank}", f"optim.lr={lr}", f"model.gradient_checkpointing={ckpt}"])
     torch.manual_seed(0)
     model = apply_lora(cfg, AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32))
     path = TextPolicyPath(AutoTokenizer.from_pretrained(model_dir), "none", 4096)
@@ -76,7 +78,11 @@ def measure(args: argparse.Namespace) -> dict:
     out: dict = {"variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_qwen2(Path(tmp) / "m", seed=0, **overrides)
-        variants = {"full": build_variant(model_dir, 0, 1e-5), "lora": build_variant(model_dir, args.rank, 1e-4)}
+        ckpt = not args.no_checkpointing
+        variants = {
+            "full": build_variant(model_dir, 0, 1e-5, ckpt),
+            "lora": build_variant(model_dir, args.rank, 1e-4, ckpt),
+        }
     vocab = variants["full"][0].module.config.vocab_size
     batch, advantages = make_batch(vocab, args.rows, args.prompt, args.response)
     for name, (engine, path) in variants.items():
@@ -87,6 +93,7 @@ def measure(args: argparse.Namespace) -> dict:
             "param_mb": sum(p.numel() * p.element_size() for p in params) / 2**20,
             "trainable_params": sum(p.numel() for p in params if p.requires_grad),
             "step_peak_mb": probe.peak / 2**20,
+            "state_after_step_mb": probe.live / 2**20,  # AdamW states (gradients are freed)
             "times_s": [],
         }
     for _ in range(args.rounds):
@@ -104,9 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--rank", type=int, default=8, help="model.lora_rank of the LoRA side")
-    ap.add_argument("--rows", type=int, default=8)
+    ap.add_argument("--rows", type=int, default=4)
     ap.add_argument("--prompt", type=int, default=32)
-    ap.add_argument("--response", type=int, default=96)
+    ap.add_argument("--response", type=int, default=64)
+    ap.add_argument(
+        "--no-checkpointing", action="store_true", help="without activation checkpointing (on in the paper recipes)"
+    )
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
     threads = pin_threads()
@@ -129,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             f"tiny Qwen2 (hidden {args.hidden}, {args.layers} layers, fp32, vocab 498), LoRA rank {args.rank} on "
             f"every linear layer of the language model ({lora['trainable_params']:,} trainable parameters vs "
             f"{full['trainable_params']:,}), {args.rows} rows x ({args.prompt} prompt + {args.response} response) "
-            f"tokens, torch engine, forward + backward + AdamW step, median of {args.rounds} alternated "
+            f"tokens, torch engine, activation checkpointing {'off' if args.no_checkpointing else 'on'}, "
+            f"forward + backward + AdamW step, median of {args.rounds} alternated "
             f"round(s), {threads} thread(s)"
         ),
         details={**result, "time_ratio": time_ratio, "memory_ratio": mem_ratio, "args": vars(args)},
