@@ -41,7 +41,9 @@ def build_variant(model_dir: Path, rank: int, lr: float, checkpointing: bool):
     from mm_gmpo.train.config import load_config
 
     ckpt = str(checkpointing).lower()
-    cfg = load_config(None, [f"model.lora_rank={rank}", f"optim.lr={lr}", f"model.gradient_checkpointing={ckpt}"])
+    cfg = load_config(
+        None, [f"model.lora_rank={rank}", f"optim.lr={lr}", f"model.gradient_checkpointing={ckpt}"]
+    )
     torch.manual_seed(0)
     model = apply_lora(cfg, AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32))
     path = TextPolicyPath(AutoTokenizer.from_pretrained(model_dir), "none", 4096)
@@ -74,7 +76,9 @@ def measure(args: argparse.Namespace) -> dict:
     from mm_gmpo.testing import build_tiny_qwen2
     from mm_gmpo.testing.memory import LiveTensorBytes
 
-    overrides = dict(hidden_size=args.hidden, intermediate_size=4 * args.hidden, num_hidden_layers=args.layers)
+    overrides = dict(
+        hidden_size=args.hidden, intermediate_size=4 * args.hidden, num_hidden_layers=args.layers
+    )
     out: dict = {"variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_qwen2(Path(tmp) / "m", seed=0, **overrides)
@@ -115,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt", type=int, default=32)
     ap.add_argument("--response", type=int, default=64)
     ap.add_argument(
-        "--no-checkpointing", action="store_true", help="without activation checkpointing (on in the paper recipes)"
+        "--no-checkpointing",
+        action="store_true",
+        help="without activation checkpointing (on in the paper recipes)",
     )
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)

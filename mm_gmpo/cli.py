@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_export = sub.add_parser(
         "export", help="write a checkpoint's model to a directory (--merge: LoRA folded into a plain model)"
     )
-    p_export.add_argument("checkpoint", help="a checkpoint (checkpoints/step_N), its model/, or a run directory")
+    p_export.add_argument(
+        "checkpoint", help="a checkpoint (checkpoints/step_N), its model/, or a run directory"
+    )
     p_export.add_argument("--out", required=True, help="new directory to write")
     p_export.add_argument(
         "--merge", action="store_true", help="merge a LoRA adapter into its base model (plain transformers)"

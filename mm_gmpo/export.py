@@ -76,4 +76,3 @@ def _load_base(base: str, adapter_dir: Path):
         return model, AutoProcessor.from_pretrained(adapter_dir)
     model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
     return model, AutoTokenizer.from_pretrained(adapter_dir)
-

@@ -43,7 +43,8 @@ class ModelConfig:
     lora_rank: int = _f(0, "LoRA adapter rank (peft); 0: full fine-tuning")
     lora_alpha: float = _f(16.0, "LoRA scaling numerator (the update is scaled by lora_alpha / lora_rank)")
     lora_dropout: float = _f(
-        0.0, "dropout on the LoRA input; keep 0 for RL (it makes the trainer's log-probs differ from the sampler's)"
+        0.0,
+        "dropout on the LoRA input; keep 0 for RL (it makes the trainer's log-probs differ from the sampler's)",
     )
     lora_target_modules: list = _f(
         [],

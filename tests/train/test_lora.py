@@ -106,12 +106,16 @@ def test_vision_tower_gets_adapters_only_when_unfrozen_and_named() -> None:
     default = resolve_targets(lora_cfg("modality=vl"), model)
     assert default and not any(".visual." in t or t.startswith("visual") for t in default)
     with pytest.raises(ConfigError, match="'qkv'.*vision tower is frozen"):
-        resolve_targets(lora_cfg("modality=vl", "model.freeze_vision_tower=true", "model.lora_target_modules=[qkv]"), model)
+        resolve_targets(
+            lora_cfg("modality=vl", "model.freeze_vision_tower=true", "model.lora_target_modules=[qkv]"),
+            model,
+        )
     named = resolve_targets(lora_cfg("modality=vl", "model.lora_target_modules=[qkv, q_proj]"), model)
     assert any(".visual." in t for t in named) and any("language_model" in t for t in named)
     # gate_proj exists in the vision MLP too: a frozen tower keeps it out.
     frozen = resolve_targets(
-        lora_cfg("modality=vl", "model.freeze_vision_tower=true", "model.lora_target_modules=[gate_proj]"), model
+        lora_cfg("modality=vl", "model.freeze_vision_tower=true", "model.lora_target_modules=[gate_proj]"),
+        model,
     )
     assert frozen and not any(".visual." in t for t in frozen)
 
@@ -199,7 +203,9 @@ def test_deepspeed_trains_only_adapters_and_keeps_the_base(single_rank, stage: i
     assert n_adapter <= states < n_adapter + 64  # adapters only (ZeRO pads its flat buffer a little)
     with engine.gathered_for_generation():
         after = base_weights(engine.unwrapped_model())
-        adapters = {n: p.detach().clone() for n, p in engine.unwrapped_model().named_parameters() if "lora_B" in n}
+        adapters = {
+            n: p.detach().clone() for n, p in engine.unwrapped_model().named_parameters() if "lora_B" in n
+        }
     assert all(torch.equal(before[n], after[n]) for n in before)
     assert all(float(a.abs().max()) > 0 for a in adapters.values())
     saved = engine.state_dict_for_save()
@@ -214,10 +220,11 @@ def test_deepspeed_trains_only_adapters_and_keeps_the_base(single_rank, stage: i
 
 
 def test_hf_rollouts_sample_the_adapted_policy_and_the_trainer_agrees() -> None:
+    from transformers import AutoTokenizer
+
     from mm_gmpo.rollout.base import SamplingSettings
     from mm_gmpo.rollout.hf import HFGenerateEngine
     from mm_gmpo.text.path import TextPolicyPath
-    from transformers import AutoTokenizer
 
     model_dir = tiny_model_dir("qwen2")
     tok = AutoTokenizer.from_pretrained(model_dir)

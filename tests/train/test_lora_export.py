@@ -113,5 +113,6 @@ def test_eval_takes_the_adapter_checkpoint_and_the_export_alike(tmp_path: Path) 
     assert texts[0] == texts[1]
     assert texts[0] != texts[2]  # the adapter changed the answers, so it was evaluated
     with pytest.raises(ValueError, match="export CHECKPOINT --merge"):
-        build_policy_path(load_config(None, []), run / "checkpoints" / "step_00000001" / "model", weights=False)
-
+        build_policy_path(
+            load_config(None, []), run / "checkpoints" / "step_00000001" / "model", weights=False
+        )

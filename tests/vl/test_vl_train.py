@@ -109,7 +109,9 @@ def test_short_vl_run_changes_trainable_parameters(tmp_path, vl_dir, freeze) -> 
         assert changed & tower
 
 
-def test_short_vl_lora_run_trains_adapters_only_with_the_adapter_free_reference(tmp_path, monkeypatch) -> None:
+def test_short_vl_lora_run_trains_adapters_only_with_the_adapter_free_reference(
+    tmp_path, monkeypatch
+) -> None:
     """The whole build path (registry, engine, reference, rollouts) on the VL model with LoRA."""
     from mm_gmpo.train import build as build_module
 
