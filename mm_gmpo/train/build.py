@@ -190,6 +190,33 @@ def build_rollout_engine(cfg: Config, engine: TrainEngine, parts: PathParts, mod
     )
 
 
+WARM_START_BASE = "warm_start_model"
+
+
+def with_lora_after_warm_start(
+    cfg: Config, model: torch.nn.Module, saveable: Any, warm_started: bool
+) -> torch.nn.Module:
+    """A fresh run's policy with its LoRA adapters (``model.lora_rank > 0``), else ``model``.
+
+    The supervised warm start (demos) builds the starting policy, so it trains the whole model,
+    as without LoRA; that model is then the adapters' base: saved once under
+    ``output_dir/warm_start_model`` (the adapter checkpoints name it, so resume, ``eval`` and
+    ``export --merge`` load it) and the KL reference (adapters disabled).
+    """
+    from mm_gmpo.lora import apply_lora
+
+    if not lora_enabled(cfg):
+        return model
+    if warm_started:
+        base = (Path(cfg.train.output_dir) / WARM_START_BASE).resolve()
+        if dist.is_main():
+            model.save_pretrained(base, safe_serialization=True)
+            saveable.save_pretrained(base)
+        dist.barrier()
+        model.name_or_path = str(base)
+    return apply_lora(cfg, model)
+
+
 def build_reference(
     cfg: Config, engine: TrainEngine, model_dir: str | Path | None
 ) -> tuple[torch.nn.Module | None, Callable[[], AbstractContextManager] | None]:
@@ -284,7 +311,8 @@ def _build_run(cfg: Config, owned_env: tuple[str, ...], owns_group: bool) -> Run
     separate_reference = cfg.loss.kl_coef > 0 and not lora_enabled(cfg)
     model_dir = resolve_model_path(cfg) if resume is None or separate_reference else None
     load_from = (resume / "model") if resume is not None else model_dir
-    parts = build_policy_path(cfg, load_from)
+    # A fresh LoRA run gets its adapters after the warm start (see with_lora_after_warm_start).
+    parts = build_policy_path(cfg, load_from, adapters=resume is not None)
     stops = stop_token_ids(parts.tokenizer, parts.model)
     model = _placed(parts.model)
     warm_losses = []
@@ -292,6 +320,7 @@ def _build_run(cfg: Config, owned_env: tuple[str, ...], owns_group: bool) -> Run
         strict = cfg.data.on_bad_record == "error"
         args = (model, parts.path, parts.tokenizer, train_data.records, stops[0], cfg.warm_start)
         warm_losses = warm_start(*args, seed=cfg.train.start_seed, strict=strict)
+        model = parts.model = with_lora_after_warm_start(cfg, model, parts.saveable, bool(warm_losses))
     engine = build_engine(cfg, model)
     reference, reference_context = build_reference(cfg, engine, model_dir)
     rollout = build_rollout_engine(cfg, engine, parts, engine_weights_dir(load_from))

@@ -86,6 +86,13 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, monkeypatch, extr
     assert weights_file in saved and (("adapter_config.json" in saved) == bool(extra))
     if extra:
         assert "model.safetensors" not in saved  # no copy of the frozen base
+        # the warm start trained the whole model, which is the adapters' base from then on
+        ckpt_model = sorted((resumed / "checkpoints").glob("step_*"))[-1] / "model"
+        base = json.loads((ckpt_model / "adapter_config.json").read_text())["base_model_name_or_path"]
+        assert base == str((resumed / "warm_start_model").resolve())
+        start = load_file(str(resumed / "tiny_model" / "model.safetensors"))
+        warm = load_file(str(resumed / "warm_start_model" / "model.safetensors"))
+        assert any(not torch.equal(start[n], warm[n]) for n in start)
         kls = [r["ref_kl"] for r in rows if "ref_kl" in r]
         assert len(kls) == 4 and min(kls) > 0  # the adapter-free reference is not the policy
     a, b = _weights(straight, weights_file), _weights(resumed, weights_file)
