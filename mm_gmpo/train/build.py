@@ -274,6 +274,8 @@ def check_packages(cfg: Config) -> None:
     needed = {"train.engine=deepspeed": "deepspeed"} if cfg.train.engine == "deepspeed" else {}
     if cfg.rollout.engine == "vllm":
         needed["rollout.engine=vllm"] = "vllm"
+    if lora_enabled(cfg):
+        needed[f"model.lora_rank={cfg.model.lora_rank}"] = "peft"
     for setting, package in needed.items():
         if importlib.util.find_spec(package) is None:
             raise ConfigError(f"{setting} needs the {package} package, which is not installed here")
