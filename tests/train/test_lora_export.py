@@ -93,6 +93,10 @@ def test_export_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert (Path(out) / "adapter_config.json").is_file()
     assert main(["export", str(run), "--merge", "--out", out]) == 2  # never over an existing export
     assert "not empty" in capsys.readouterr().err
+    config = run / "checkpoints" / "step_00000001" / "model" / "adapter_config.json"
+    config.write_text(config.read_text().replace(str(tiny_model_dir("qwen2")), str(tmp_path / "gone")))
+    assert main(["export", str(run), "--merge", "--out", str(tmp_path / "out2")]) == 2
+    assert "is not a saved model directory" in capsys.readouterr().err
 
 
 def test_eval_takes_the_adapter_checkpoint_and_the_export_alike(tmp_path: Path) -> None:
