@@ -1,4 +1,4 @@
-"""One entry point: ``mm-gmpo train|demo|eval|config|plot|study|probe`` (also ``python -m mm_gmpo``)."""
+"""One entry point: ``mm-gmpo train|demo|eval|export|config|plot|study|probe`` (also ``python -m mm_gmpo``)."""
 
 from __future__ import annotations
 
@@ -75,6 +75,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return runner(args.rest)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from mm_gmpo.export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out, merge=args.merge)
+    print(f"[export] {'merged model' if args.merge else 'model'} written to {out}")
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from mm_gmpo.train.config import describe
 
@@ -130,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("suite", choices=["math", "geometry", "tables"])
     p_eval.add_argument("rest", nargs=argparse.REMAINDER, help="options of the suite (see --help of each)")
     p_eval.set_defaults(func=_cmd_eval)
+    p_export = sub.add_parser(
+        "export", help="write a checkpoint's model to a directory (--merge: LoRA folded into a plain model)"
+    )
+    p_export.add_argument(
+        "checkpoint", help="a checkpoint (checkpoints/step_N), its model/, or a run directory"
+    )
+    p_export.add_argument("--out", required=True, help="new directory to write")
+    p_export.add_argument(
+        "--merge", action="store_true", help="merge a LoRA adapter into its base model (plain transformers)"
+    )
+    p_export.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    p_export.set_defaults(func=_cmd_export)
     p_cfg = sub.add_parser("config", help="list every config field with its default and help")
     p_cfg.set_defaults(func=_cmd_config)
     from mm_gmpo.analysis.cli_hooks import add_subcommands as add_analysis_subcommands
@@ -144,10 +164,19 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from mm_gmpo.data.images import ImageError
     from mm_gmpo.data.record_io import RecordFormatError
     from mm_gmpo.data.records import BadRecordError
+    from mm_gmpo.export import ExportError
     from mm_gmpo.hub import SourceError
     from mm_gmpo.train.config import ConfigError
 
-    return (ConfigError, BadRecordError, ImageError, RecordFormatError, SourceError, FileNotFoundError)
+    return (
+        ConfigError,
+        BadRecordError,
+        ImageError,
+        RecordFormatError,
+        SourceError,
+        FileNotFoundError,
+        ExportError,
+    )
 
 
 def one_line_error(exc: BaseException) -> str:

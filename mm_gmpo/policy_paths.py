@@ -97,13 +97,36 @@ def check_policy_path(modality: str) -> None:
         )
 
 
-def build_policy_path(cfg: Config, model_dir: str | Path, *, weights: bool = True) -> PathParts:
+def build_policy_path(
+    cfg: Config, model_dir: str | Path, *, weights: bool = True, adapters: bool = True
+) -> PathParts:
     """Model, tokenizer/processor, policy path and rollout hooks for ``cfg.modality``.
 
     ``weights=False`` builds the model on the meta device (config and modules, no memory): for
     an evaluation whose engine (vLLM) loads the weights itself.
+
+    LoRA (:mod:`mm_gmpo.lora`) is applied here, so training, the KL reference and evaluation
+    all see it: ``model.lora_rank > 0`` wraps the model with fresh adapters, and a
+    ``model_dir`` that holds a saved adapter (a LoRA checkpoint's ``model/``) loads its base
+    model plus that adapter, trainable when the run trains LoRA. ``adapters=False`` leaves a
+    plain model's adapters to the caller (training adds them after the warm start).
     """
-    return _module(cfg.modality).build_parts(cfg, model_dir, weights=weights)
+    from mm_gmpo.lora import adapter_base_dir, apply_lora, is_adapter_dir, load_adapter, lora_enabled
+
+    module = _module(cfg.modality)
+    if not is_adapter_dir(model_dir):
+        parts = module.build_parts(cfg, model_dir, weights=weights)
+        if weights and adapters:
+            parts.model = apply_lora(cfg, parts.model)
+        return parts
+    if not weights:
+        raise ValueError(
+            f"{model_dir} holds a LoRA adapter, which this engine cannot load; "
+            "write a plain model with: mm-gmpo export CHECKPOINT --merge --out DIR"
+        )
+    parts = module.build_parts(cfg, adapter_base_dir(model_dir), weights=True)
+    parts.model = load_adapter(parts.model, model_dir, trainable=lora_enabled(cfg))
+    return parts
 
 
 def model_structure(

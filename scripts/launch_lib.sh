@@ -56,7 +56,8 @@ parse_script_args() {
 # The overrides every recipe script takes from the environment, into RECIPE_ARGS:
 #   recipe_args MODEL TRAIN_DATA OUTPUT_DIR
 # LOSS (default gmpo; a non-GMPO loss gets its own default clip range, e.g. GRPO's 0.2, unless
-# CLIP_LOW / CLIP_HIGH are set), STEPS, SEED and ZERO_STAGE (default: the config's), OFFLOAD=1.
+# CLIP_LOW / CLIP_HIGH are set), STEPS, SEED and ZERO_STAGE (default: the config's), OFFLOAD=1,
+# LORA_RANK (model.lora_rank: LoRA adapters instead of full fine-tuning).
 recipe_args() {
   local loss="${LOSS:-gmpo}"
   RECIPE_ARGS=("model.path=$1" "data.train=$2" "train.output_dir=$3" "loss.name=$loss")
@@ -71,6 +72,8 @@ recipe_args() {
   [ -z "${ZERO_STAGE:-}" ] || RECIPE_ARGS+=("train.zero_stage=$ZERO_STAGE")
   # ZeRO-3 with optimizer offload (optimizer states on the CPU): ZERO_STAGE=3 OFFLOAD=1
   [ "${OFFLOAD:-0}" = 0 ] || RECIPE_ARGS+=("train.offload=true")
+  # LoRA adapters of this rank instead of full fine-tuning (0: full fine-tuning)
+  [ -z "${LORA_RANK:-}" ] || RECIPE_ARGS+=("model.lora_rank=$LORA_RANK")
   return 0
 }
 

@@ -17,6 +17,7 @@
 #   OUTPUT_DIR   [runs/vl_<loss>_geo3k_<model name>]
 #   STEPS        [the config's]   SEED [the config's]
 #   ZERO_STAGE   [2]  3 for ZeRO-3; OFFLOAD=1 adds optimizer offload (states on the CPU)
+#   LORA_RANK    [0: full fine-tuning]  e.g. 16: train LoRA adapters of that rank (peft)
 #   NPROC_PER_NODE (or GPUS) [8], NNODES [1], LAUNCHER [torchrun], HOSTFILE, DRY_RUN, EXTRA_ARGS:
 #                see scripts/launch_lib.sh and scripts/README.md (1 GPU to N nodes)
 #

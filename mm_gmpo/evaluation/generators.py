@@ -189,7 +189,7 @@ def _first_answer(answer: str | list[str]) -> str:
 
 def resolve_model_dir(spec: str, work_dir: Path, seed: int = 0) -> str:
     """A hub id / directory as given; a training checkpoint (``checkpoint_N/``) or a run folder
-    (its latest checkpoint) resolves to the ``model/`` inside; ``tiny:qwen2`` /
+    (its latest checkpoint) resolves to the ``model/`` inside (a full model or a LoRA adapter); ``tiny:qwen2`` /
     ``tiny:qwen2_5_vl`` builds the seeded tiny test model under ``work_dir`` (no hub needed).
     """
     if spec.startswith("tiny:"):
@@ -204,17 +204,24 @@ def resolve_model_dir(spec: str, work_dir: Path, seed: int = 0) -> str:
             builders[kind](out, seed=seed)
         return str(out)
     path = Path(spec)
-    if path.is_dir() and not (path / "config.json").exists():
-        if (path / "model" / "config.json").exists():
+    if path.is_dir() and not _holds_model(path):
+        if _holds_model(path / "model"):
             return str(path / "model")
         from mm_gmpo.train.checkpoint import latest_checkpoint
 
         latest = latest_checkpoint(path)
-        if latest is not None and (latest / "model" / "config.json").exists():
+        if latest is not None and _holds_model(latest / "model"):
             log.info("%s: evaluating its latest checkpoint %s", spec, latest)
             return str(latest / "model")
         raise FileNotFoundError(f"{spec}: no config.json, model/ or checkpoint_*/model/ inside")
     return spec
+
+
+def _holds_model(path: Path) -> bool:
+    """A saved model, or a LoRA adapter (loaded on the base model its config names)."""
+    from mm_gmpo.lora import is_adapter_dir
+
+    return (path / "config.json").exists() or is_adapter_dir(path)
 
 
 def vllm_available(*, cpu_ok: bool = False) -> str | None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from mm_gmpo.data.loaders import LoadResult
 from mm_gmpo.data.records import BadRecordError, Record
 from mm_gmpo.dtypes import resolve_dtype
 from mm_gmpo.hub import SourceError, check_model_dir
+from mm_gmpo.lora import adapter_base_dir, adapters_disabled, is_adapter_dir, lora_enabled
 from mm_gmpo.policy_paths import PathParts, build_policy_path, check_policy_path, load_policy_model
 from mm_gmpo.train import dist
 from mm_gmpo.train.config import Config, ConfigError, validate_world
@@ -186,6 +190,55 @@ def build_rollout_engine(cfg: Config, engine: TrainEngine, parts: PathParts, mod
     )
 
 
+WARM_START_BASE = "warm_start_model"
+
+
+def with_lora_after_warm_start(
+    cfg: Config, model: torch.nn.Module, saveable: Any, warm_started: bool
+) -> torch.nn.Module:
+    """A fresh run's policy with its LoRA adapters (``model.lora_rank > 0``), else ``model``.
+
+    The supervised warm start (demos) builds the starting policy, so it trains the whole model,
+    as without LoRA; that model is then the adapters' base: saved once under
+    ``output_dir/warm_start_model`` (the adapter checkpoints name it, so resume, ``eval`` and
+    ``export --merge`` load it) and the KL reference (adapters disabled).
+    """
+    from mm_gmpo.lora import apply_lora
+
+    if not lora_enabled(cfg):
+        return model
+    if warm_started:
+        base = (Path(cfg.train.output_dir) / WARM_START_BASE).resolve()
+        if dist.is_main():
+            model.save_pretrained(base, safe_serialization=True)
+            saveable.save_pretrained(base)
+        dist.barrier()
+        model.name_or_path = str(base)
+    return apply_lora(cfg, model)
+
+
+def build_reference(
+    cfg: Config, engine: TrainEngine, model_dir: str | Path | None
+) -> tuple[torch.nn.Module | None, Callable[[], AbstractContextManager] | None]:
+    """The KL reference (``loss.kl_coef > 0``) and the context its forward runs in.
+
+    Full fine-tuning: the starting policy (never a checkpoint), loaded again and sharded like
+    the policy. LoRA: the policy itself with its adapters disabled, which is exactly the
+    starting policy and costs no second copy of the weights.
+    """
+    if cfg.loss.kl_coef <= 0:
+        return None, None
+    if lora_enabled(cfg):
+        return engine.module, partial(adapters_disabled, engine.unwrapped_model())
+    return engine.prepare_reference(load_policy_model(cfg, model_dir)), None
+
+
+def engine_weights_dir(load_from: str | Path) -> str | Path:
+    """Where a separate rollout engine (vLLM) reads its starting weights: a LoRA checkpoint's
+    base model (the adapter reaches it through ``sync_weights``), else ``load_from`` itself."""
+    return adapter_base_dir(load_from) if is_adapter_dir(load_from) else load_from
+
+
 @dataclass
 class Run:
     """Everything a training run holds, for the CLI, the demo and tests."""
@@ -221,6 +274,8 @@ def check_packages(cfg: Config) -> None:
     needed = {"train.engine=deepspeed": "deepspeed"} if cfg.train.engine == "deepspeed" else {}
     if cfg.rollout.engine == "vllm":
         needed["rollout.engine=vllm"] = "vllm"
+    if lora_enabled(cfg):
+        needed[f"model.lora_rank={cfg.model.lora_rank}"] = "peft"
     for setting, package in needed.items():
         if importlib.util.find_spec(package) is None:
             raise ConfigError(f"{setting} needs the {package} package, which is not installed here")
@@ -253,10 +308,13 @@ def _build_run(cfg: Config, owned_env: tuple[str, ...], owns_group: bool) -> Run
     resume = pick_resume(cfg)
     train_data = load_split_report(cfg.data.train, cfg, "train")
     eval_data = load_split_report(cfg.data.eval, cfg, "eval") if cfg.data.eval else None
-    # model.path is loaded for a fresh start and for the KL reference; a resume needs only its checkpoint.
-    model_dir = resolve_model_path(cfg) if resume is None or cfg.loss.kl_coef > 0 else None
+    # model.path is loaded for a fresh start and for a separate KL reference; a resume needs only
+    # its checkpoint (a LoRA checkpoint names its base model itself).
+    separate_reference = cfg.loss.kl_coef > 0 and not lora_enabled(cfg)
+    model_dir = resolve_model_path(cfg) if resume is None or separate_reference else None
     load_from = (resume / "model") if resume is not None else model_dir
-    parts = build_policy_path(cfg, load_from)
+    # A fresh LoRA run gets its adapters after the warm start (see with_lora_after_warm_start).
+    parts = build_policy_path(cfg, load_from, adapters=resume is not None)
     stops = stop_token_ids(parts.tokenizer, parts.model)
     model = _placed(parts.model)
     warm_losses = []
@@ -264,10 +322,10 @@ def _build_run(cfg: Config, owned_env: tuple[str, ...], owns_group: bool) -> Run
         strict = cfg.data.on_bad_record == "error"
         args = (model, parts.path, parts.tokenizer, train_data.records, stops[0], cfg.warm_start)
         warm_losses = warm_start(*args, seed=cfg.train.start_seed, strict=strict)
+        model = parts.model = with_lora_after_warm_start(cfg, model, parts.saveable, bool(warm_losses))
     engine = build_engine(cfg, model)
-    # The KL reference is the starting policy (never a checkpoint), sharded like the policy.
-    reference = engine.prepare_reference(load_policy_model(cfg, model_dir)) if cfg.loss.kl_coef > 0 else None
-    rollout = build_rollout_engine(cfg, engine, parts, load_from)
+    reference, reference_context = build_reference(cfg, engine, model_dir)
+    rollout = build_rollout_engine(cfg, engine, parts, engine_weights_dir(load_from))
     score, scorer = make_score_fn(cfg)
     eval_records = eval_data.records if eval_data is not None else []
     if cfg.data.eval_limit:
@@ -291,6 +349,7 @@ def _build_run(cfg: Config, owned_env: tuple[str, ...], owns_group: bool) -> Run
         tokenizer=parts.tokenizer,
         saveable=parts.saveable,
         reference=reference,
+        reference_context=reference_context,
     )
     if resume is not None:
         trainer.restore(resume)

@@ -7,7 +7,9 @@ saving resumes from the previous good one instead of a half-written one.
 
 Layout of ``<output_dir>/checkpoints/step_00000012/``::
 
-    model/            save_pretrained (safetensors) + tokenizer/processor: loadable as is
+    model/            save_pretrained (safetensors) + tokenizer/processor: loadable as is;
+                      with LoRA, peft's adapter (adapter_config.json + adapter_model.safetensors,
+                      naming its base model), which ``mm-gmpo export --merge`` turns into a model
     engine/           optimizer + LR scheduler state (engine specific)
     trainer_state.pt  step, data position, RNG states
     COMPLETE
@@ -24,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from mm_gmpo.lora import peft_model_of
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 COMPLETE = "COMPLETE"
@@ -89,7 +93,8 @@ def save_checkpoint(
             shutil.rmtree(tmp)
         (tmp / "engine").mkdir(parents=True)
         state_dict = engine.state_dict_for_save()
-        model.save_pretrained(tmp / "model", state_dict=state_dict, safe_serialization=True)
+        extra = {"save_embedding_layers": False} if peft_model_of(model) is not None else {}
+        model.save_pretrained(tmp / "model", state_dict=state_dict, safe_serialization=True, **extra)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / "model")
         torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer_state.pt")

@@ -40,6 +40,17 @@ class ModelConfig:
     min_pixels: int | None = _f(None, "VL: min image pixels for the processor; None: the checkpoint's")
     max_pixels: int | None = _f(None, "VL: max image pixels for the processor; None: the checkpoint's")
     freeze_vision_tower: bool = _f(False, "VL: freeze the vision tower and its patch merger")
+    lora_rank: int = _f(0, "LoRA adapter rank (peft); 0: full fine-tuning")
+    lora_alpha: float = _f(16.0, "LoRA scaling numerator (the update is scaled by lora_alpha / lora_rank)")
+    lora_dropout: float = _f(
+        0.0,
+        "dropout on the LoRA input; keep 0 for RL (it makes the trainer's log-probs differ from the sampler's)",
+    )
+    lora_target_modules: list = _f(
+        [],
+        "names (or name suffixes) of the linear layers that get adapters; empty: every linear layer of "
+        "the language model. VL: the vision tower only when model.freeze_vision_tower=false",
+    )
 
 
 @dataclass
@@ -334,6 +345,7 @@ def validate(cfg: Config) -> Config:
     _check_chat_template(cfg)
     _require(cfg.data.max_images_per_prompt >= 1, "data.max_images_per_prompt: must be >= 1")
     _require(cfg.reward.kind in ("math", "geometry"), "reward.kind: math or geometry")
+    _validate_lora(cfg.model)
     t = cfg.train
     _require(t.steps >= 0, "train.steps: must be >= 0")
     _require(t.prompts_per_step >= 1, "train.prompts_per_step: must be >= 1")
@@ -359,6 +371,18 @@ def validate(cfg: Config) -> Config:
         f"(train.prompts_per_step x rollout.n)",
     )
     return cfg
+
+
+def _validate_lora(m: ModelConfig) -> None:
+    """What can be checked without a model; target names are checked against it (mm_gmpo.lora)."""
+    _require(m.lora_rank >= 0, f"model.lora_rank: must be >= 0 (0: full fine-tuning), got {m.lora_rank}")
+    _require(m.lora_alpha > 0, f"model.lora_alpha: must be > 0, got {m.lora_alpha}")
+    _require(0 <= m.lora_dropout < 1, f"model.lora_dropout: must be in [0, 1), got {m.lora_dropout}")
+    targets = m.lora_target_modules
+    _require(
+        all(isinstance(t, str) and t for t in targets),
+        f"model.lora_target_modules: a list of module names, got {targets!r}",
+    )
 
 
 def validate_world(cfg: Config, world_size: int) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mm_gmpo.lora import peft_model_of
 from mm_gmpo.train import dist
 from mm_gmpo.train.engine import (
     OptimSettings,
@@ -178,6 +179,7 @@ class DeepSpeedEngine:
             config=self.config,
         )
         self.module = self.engine
+        self._lora = peft_model_of(model) is not None
 
     def _clip_before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         """Optimizer pre-step hook (stage 0, fp32): clip the reduced gradients, keep the norm."""
@@ -242,14 +244,19 @@ class DeepSpeedEngine:
 
         Collective: call on every rank with the same directory.
         """
-        self.engine.save_checkpoint(str(directory), tag=CHECKPOINT_TAG)
+        # LoRA: the frozen base is model.path's and never changes; only the adapters are saved.
+        self.engine.save_checkpoint(str(directory), tag=CHECKPOINT_TAG, exclude_frozen_parameters=self._lora)
 
     def load_state(self, directory: Path) -> None:
         """Restore what :meth:`save_state` wrote (also the weights DeepSpeed saved with it)."""
         if not (Path(directory) / CHECKPOINT_TAG).is_dir():  # DeepSpeed would only assert
             raise FileNotFoundError(f"no DeepSpeed checkpoint '{CHECKPOINT_TAG}' under {directory}")
         path, _ = self.engine.load_checkpoint(
-            str(directory), tag=CHECKPOINT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True
+            str(directory),
+            tag=CHECKPOINT_TAG,
+            load_optimizer_states=True,
+            load_lr_scheduler_states=True,
+            load_module_strict=not self._lora,  # LoRA: the base weights were not saved (see save_state)
         )
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint '{CHECKPOINT_TAG}' under {directory}")
@@ -259,7 +266,8 @@ class DeepSpeedEngine:
 
         Collective under ZeRO-3 (every rank must call it). Trainable weights come from the
         optimizer's fp32 master copy; frozen ones are gathered from the module. Tied weights
-        are gathered once and appear under each of their names, as in ``state_dict()``.
+        are gathered once and appear under each of their names, as in ``state_dict()``. LoRA:
+        only the trainable (adapter) weights, which is all a peft checkpoint keeps.
         """
         if self.zero_stage != 3:
             return None
@@ -271,6 +279,8 @@ class DeepSpeedEngine:
         first_name: dict[int, str] = {}  # tied weights: gather once, list under every name
         out: dict[str, torch.Tensor] = {}
         for name, tensor in module.state_dict(keep_vars=True).items():
+            if self._lora and not tensor.requires_grad:
+                continue
             if id(tensor) in first_name:
                 if main:
                     out[name] = out[first_name[id(tensor)]]

@@ -155,6 +155,41 @@ class _SampledLogProb(torch.autograd.Function):
         return grad.to(logits.dtype), None, None, None, None
 
 
+class _FrozenPartitionedHead(torch.autograd.Function):
+    """``lm_head(h)`` for a frozen LM head whose weight ZeRO-3 partitions (LoRA under ZeRO-3).
+
+    Why: DeepSpeed releases a frozen module's weight right after its forward when that forward
+    runs outside any module's backward, which is where the chunk's recomputation runs; the
+    weight autograd saved would be empty when the backward needs it. Here the weight is
+    gathered explicitly for the product and again for the backward, and nothing is saved. Every
+    rank runs the same number of chunks, so the gathers (collectives) pair up.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, head: nn.Module) -> torch.Tensor:  # type: ignore[override]
+        import deepspeed
+
+        ctx.head = head
+        with deepspeed.zero.GatheredParameters(list(head.parameters())):
+            return nn.functional.linear(hidden, head.weight, getattr(head, "bias", None))  # [c, V]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([ctx.head.weight]):
+            return grad @ ctx.head.weight.to(grad.dtype), None  # [c, H]
+
+
+def _head_call(lm_head: nn.Module, track: bool) -> Any:
+    """How a chunk calls the LM head: as a module (ZeRO-3's hooks gather it), or, frozen and
+    partitioned under a tracked backward, through :class:`_FrozenPartitionedHead`."""
+    frozen = not any(p.requires_grad for p in lm_head.parameters())
+    if track and frozen and _zero3_partitioned(lm_head):
+        return lambda h: _FrozenPartitionedHead.apply(h, lm_head)
+    return lm_head
+
+
 def chunked_logp_and_entropy(
     hidden: torch.Tensor,
     lm_head: nn.Module,
@@ -190,6 +225,7 @@ def chunked_logp_and_entropy(
         # make as many calls (forward and recomputation) or the gathers pair up wrongly and hang.
         # Ranks with fewer tokens run empty chunks.
         n_chunks = dist.all_reduce_max(n_chunks)
+    head = _head_call(lm_head, track)
     logps: list[torch.Tensor] = []
     entropies: list[torch.Tensor] = []
     for start in range(0, n_chunks * chunk, chunk):
@@ -198,7 +234,7 @@ def chunked_logp_and_entropy(
         state = _ChunkState(entropies if with_entropy else None)
 
         def score(h: torch.Tensor, ids: torch.Tensor, state: _ChunkState = state) -> torch.Tensor:
-            return _SampledLogProb.apply(lm_head(h), ids, temperature, banned_ids, state)  # [c]
+            return _SampledLogProb.apply(head(h), ids, temperature, banned_ids, state)  # [c]
 
         if track:
             logps.append(checkpoint(score, h, ids, use_reentrant=False))

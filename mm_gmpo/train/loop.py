@@ -7,10 +7,12 @@ registry by name) nor on the modality (the policy path collates and runs the for
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,6 +143,7 @@ class Trainer:
         tokenizer: Any = None,
         saveable: Any = None,
         reference: nn.Module | None = None,
+        reference_context: Callable[[], AbstractContextManager] | None = None,
     ) -> None:
         self.cfg = cfg
         self.path = path
@@ -151,6 +154,8 @@ class Trainer:
         self.tokenizer = tokenizer  # the text tokenizer (decoding, warm-start targets)
         self.saveable = tokenizer if saveable is None else saveable  # saved with checkpoints
         self.reference = reference  # frozen KL reference (loss.kl_coef > 0), else None
+        # LoRA: the reference is the policy with its adapters disabled inside this context.
+        self.reference_context = reference_context or contextlib.nullcontext
         self.rank, self.world = dist.rank(), dist.world_size()
         if cfg.train.prompts_per_step % self.world != 0:
             raise ValueError(
@@ -331,7 +336,8 @@ class Trainer:
                     logp, _ = self.path.forward(self.engine.module, batch, temperature, with_entropy=False)
                     self._keep_old(step, micro, logp)
                 if want_ref:
-                    ref, _ = self.path.forward(self.reference, batch, temperature, with_entropy=False)
+                    with self.reference_context():
+                        ref, _ = self.path.forward(self.reference, batch, temperature, with_entropy=False)
                     self._keep_rows(step.ref_logp, step.rollout, micro, ref)
 
     @staticmethod

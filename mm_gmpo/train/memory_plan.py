@@ -109,6 +109,12 @@ class ModelShape:
     def vision_params(self) -> int:
         return self.vision.params() if self.vision is not None else 0
 
+    def lora_params(self, rank: int) -> int:
+        """LoRA's default targets (every linear layer of the language model): r * (in + out) each."""
+        h, q, kv, i = self.hidden, self.q_dim, self.kv_dim, self.intermediate
+        per_layer = (h + q) + 2 * (h + kv) + (q + h) + 2 * (h + i) + (i + h)
+        return self.layers * rank * per_layer
+
     def params(self) -> int:
         return self.text_params() + self.vision_params()
 
@@ -595,10 +601,15 @@ def _states_row(cfg: Config, shape: ModelShape | None, world: int, unknown: str)
         return PlanRow("model states", "both", None, unknown)
     t = cfg.train
     total = shape.params()
-    frozen = shape.vision_params() if cfg.model.freeze_vision_tower else 0
+    trainable = total - (shape.vision_params() if cfg.model.freeze_vision_tower else 0)
+    lora = ""
+    if cfg.model.lora_rank > 0:  # the base is frozen; only the adapters train
+        trainable = shape.lora_params(cfg.model.lora_rank)
+        total += trainable
+        lora = f", LoRA rank {cfg.model.lora_rank}: {trainable / 1e6:.1f}M trainable (default targets)"
     states = model_states(
         total,
-        total - frozen,
+        trainable,
         shape.largest_layer_params(),
         engine=t.engine,
         zero_stage=t.zero_stage,
@@ -610,7 +621,7 @@ def _states_row(cfg: Config, shape: ModelShape | None, world: int, unknown: str)
         "model states",
         "both",
         states.gpu_bytes,
-        f"{total / 1e9:.2f}B params; {states.how}",
+        f"{total / 1e9:.2f}B params{lora}; {states.how}",
         "train.zero_stage=3 (or train.offload=true) to partition/offload them",
     )
 

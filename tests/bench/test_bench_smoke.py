@@ -208,6 +208,18 @@ def test_row8_padding_writes_row_and_renders(tmp_path):
     assert "| 8 |" in text and "% padded" in text
 
 
+def test_row10_full_vs_lora_writes_row_and_renders(tmp_path):
+    _run("bench_lora.py", tmp_path, "--hidden", "64", "--layers", "1", "--rows", "2", "--rounds", "1")
+    row = _row(tmp_path, 10)
+    v = row["details"]["variants"]
+    assert v["lora"]["trainable_params"] < v["full"]["trainable_params"] / 5
+    # no gradients or AdamW states for the base: LoRA's step needs less tensor memory
+    assert v["lora"]["step_peak_mb"] < v["full"]["step_peak_mb"]
+    assert row["ratio"] == pytest.approx(v["lora"]["peak_mb"] / v["full"]["peak_mb"])
+    text = _load_run_all().render(tmp_path, tmp_path / "RESULTS.md")
+    assert "| 10 |" in text and "LoRA" in text
+
+
 def test_memory_plan_bench_writes_its_comparison(tmp_path):
     _run("bench_memory_plan.py", tmp_path, "--prompt", "32", "--response", "32", "--vocab", "1024")
     report = json.loads((tmp_path / "memory_plan.json").read_text())

@@ -36,9 +36,9 @@ def _comparable(rows):
     return [{k: v for k, v in r.items() if not k.startswith("time")} for r in rows]
 
 
-def _weights(run_dir):
+def _weights(run_dir, name="model.safetensors"):
     ckpt = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
-    return load_file(str(ckpt / "model" / "model.safetensors"))
+    return load_file(str(ckpt / "model" / name))
 
 
 def _digit_share_scorer(cfg):
@@ -51,28 +51,51 @@ def _digit_share_scorer(cfg):
     return score, None
 
 
-def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, monkeypatch):
+# LoRA's twin: adapters only in the checkpoint, the KL reference being the adapter-free policy.
+LORA = ["model.lora_rank=4", "model.lora_alpha=8", "loss.kl_coef=0.05", "optim.lr=5e-2"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "weights_file"),
+    [([], "model.safetensors"), (LORA, "adapter_model.safetensors")],
+    ids=["full", "lora"],
+)
+def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, monkeypatch, extra, weights_file):
     import mm_gmpo.train.build as build
 
     monkeypatch.setattr(build, "make_score_fn", _digit_share_scorer)
+    small = [*SMALL, *extra]
     straight = tmp_path / "straight"
-    train(load_config(None, [*SMALL, f"train.output_dir={straight}", "train.steps=4", "train.save_every=2"]))
+    train(load_config(None, [*small, f"train.output_dir={straight}", "train.steps=4", "train.save_every=2"]))
 
     resumed = tmp_path / "resumed"
-    first = train(load_config(None, [*SMALL, f"train.output_dir={resumed}", "train.steps=2"]))
+    first = train(load_config(None, [*small, f"train.output_dir={resumed}", "train.steps=2"]))
     assert first["steps"] == 2
     # A save that died later must not be picked up.
     (resumed / "checkpoints" / ".tmp_step_00000003").mkdir()
     # train.steps changed, so continuing is said explicitly (unset, the changed config is refused).
     second = train(
-        load_config(None, [*SMALL, f"train.output_dir={resumed}", "train.steps=4", "train.resume=auto"])
+        load_config(None, [*small, f"train.output_dir={resumed}", "train.steps=4", "train.resume=auto"])
     )
     assert second["resumed_from"].endswith("step_00000002")
 
     rows = _comparable(read_metrics(resumed))
     assert rows == _comparable(read_metrics(straight))
     assert all(r["grad_norm"] > 0 for r in rows if "grad_norm" in r)  # every step really updated
-    a, b = _weights(straight), _weights(resumed)
+    saved = {p.name for p in (sorted((resumed / "checkpoints").glob("step_*"))[-1] / "model").iterdir()}
+    assert weights_file in saved and (("adapter_config.json" in saved) == bool(extra))
+    if extra:
+        assert "model.safetensors" not in saved  # no copy of the frozen base
+        # the warm start trained the whole model, which is the adapters' base from then on
+        ckpt_model = sorted((resumed / "checkpoints").glob("step_*"))[-1] / "model"
+        base = json.loads((ckpt_model / "adapter_config.json").read_text())["base_model_name_or_path"]
+        assert base == str((resumed / "warm_start_model").resolve())
+        start = load_file(str(resumed / "tiny_model" / "model.safetensors"))
+        warm = load_file(str(resumed / "warm_start_model" / "model.safetensors"))
+        assert any(not torch.equal(start[n], warm[n]) for n in start)
+        kls = [r["ref_kl"] for r in rows if "ref_kl" in r]
+        assert len(kls) == 4 and min(kls) > 0  # the adapter-free reference is not the policy
+    a, b = _weights(straight, weights_file), _weights(resumed, weights_file)
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name

@@ -299,6 +299,15 @@ def test_zero_stage_and_offload_from_the_environment() -> None:
     assert H.resolved_config(proc.stdout)["train"]["offload"] is True
 
 
+def test_lora_rank_from_the_environment() -> None:
+    for script in ("train_text_gmpo.sh", "train_vl_gmpo_geo3k.sh"):
+        proc = dry_run(script, LORA_RANK="16")
+        assert H.resolved_config(proc.stdout)["model"]["lora_rank"] == 16
+        assert H.resolved_config(dry_run(script).stdout)["model"]["lora_rank"] == 0
+    bad = H.run_script("train_text_gmpo.sh", "--dry-run", LORA_RANK="-2")
+    assert bad.returncode == 2 and "model.lora_rank: must be >= 0" in bad.stderr
+
+
 def test_hostfile_world_size_is_the_sum_of_slots(tmp_path: Path) -> None:
     hostfile = tmp_path / "hosts"
     hostfile.write_text("# two nodes\nnode-a slots=8\n\nnode-b slots=8\n")

@@ -100,6 +100,19 @@ def test_every_config_field_is_read_by_what_it_configures(tmp_path, monkeypatch)
     # 3. The VL path's own fields, the geometry reward, and records from a file.
     vl = load_config(REPO / "configs" / "demo_vl.yaml", [f"train.output_dir={tmp_path / 'vl'}"])
     build_vl_parts(Tracked(vl, seen), build_module.resolve_model_path(vl))
+    # 4. LoRA: the adapter settings, read where peft wraps the model (the registry's build).
+    lora = load_config(
+        REPO / "configs" / "demo_vl.yaml",
+        [
+            f"train.output_dir={tmp_path / 'vl'}",
+            "model.lora_rank=4",
+            "model.lora_alpha=8",
+            "model.lora_dropout=0.1",
+            "model.lora_target_modules=[q_proj, v_proj]",
+        ],
+    )
+    wrapped = build_module.build_policy_path(Tracked(lora, seen), build_module.resolve_model_path(lora)).model
+    assert sum("lora_" in n for n, _ in wrapped.named_parameters()) == 2 * 2 * lora_layers(wrapped)
     _, scorer = build_module.make_score_fn(Tracked(load_config(None, ["reward.kind=geometry"]), seen))
     scorer.close()
     data = tmp_path / "d.jsonl"
@@ -109,6 +122,10 @@ def test_every_config_field_is_read_by_what_it_configures(tmp_path, monkeypatch)
 
     unread = sorted(all_fields() - seen)
     assert unread == [], f"config fields that nothing reads: {unread}"
+
+
+def lora_layers(model) -> int:
+    return model.get_base_model().config.text_config.num_hidden_layers
 
 
 def _tiny_dir(tmp_path: Path) -> Path:

@@ -142,6 +142,17 @@ def test_a_frozen_vision_tower_has_no_optimizer_states() -> None:
     assert trained - frozen == pytest.approx(18 * vision / 8, abs=8)  # only its 16-bit weights stay
 
 
+def test_lora_plans_optimizer_states_for_the_adapters_only() -> None:
+    full = plan_memory(recipe(TEXT_RECIPE), 8).row("model states")
+    lora = plan_memory(recipe(TEXT_RECIPE, "model.lora_rank=16"), 8).row("model states")
+    shape = PAPER_MODELS["Qwen/Qwen2.5-Math-7B"]
+    adapters = shape.lora_params(16)
+    assert 30e6 < adapters < 50e6  # rank 16 on q/k/v/o/gate/up/down of 28 layers: 40.4M
+    assert "LoRA rank 16" in lora.how
+    assert lora.nbytes < full.nbytes / 2  # no full gradients or Adam states...
+    assert lora.nbytes == pytest.approx(2 * shape.params(), rel=0.02)  # ...little beyond the bf16 weights
+
+
 # ---------------------------------------------------------------- the knobs act on their parts
 
 

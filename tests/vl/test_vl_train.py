@@ -107,3 +107,42 @@ def test_short_vl_run_changes_trainable_parameters(tmp_path, vl_dir, freeze) -> 
         assert not changed & tower
     else:
         assert changed & tower
+
+
+def test_short_vl_lora_run_trains_adapters_only_with_the_adapter_free_reference(
+    tmp_path, monkeypatch
+) -> None:
+    """The whole build path (registry, engine, reference, rollouts) on the VL model with LoRA."""
+    from mm_gmpo.train import build as build_module
+
+    monkeypatch.setattr(build_module, "make_score_fn", lambda cfg: (digit_reward, None))
+    cfg = _cfg(
+        tmp_path,
+        "data.train=synthetic:squares",
+        "data.synthetic_train_size=8",
+        "model.lora_rank=4",
+        "model.freeze_vision_tower=true",
+        "model.gradient_checkpointing=true",
+        "loss.kl_coef=0.1",
+        "rollout.n=4",
+        "rollout.max_new_tokens=6",
+        "train.prompts_per_step=2",
+        "train.micro_batch_size=4",
+        "optim.lr=5e-2",
+        "train.progress=false",
+        "train.log_tensorboard=false",
+    )
+    run = build_module.build_run(cfg)
+    try:
+        model = run.trainer.engine.unwrapped_model()
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        torch.manual_seed(0)
+        metrics = [run.trainer.rl_step() for _ in range(2)]
+    finally:
+        run.close()
+    assert run.trainer.reference is run.trainer.engine.module  # no second copy of the model
+    assert all(m["sampler_logp_absdiff_max"] < 1e-4 for m in metrics)  # rollouts from the adapted model
+    assert metrics[0]["ref_kl"] == pytest.approx(0.0, abs=1e-9)  # B = 0: adapted == base at first
+    assert metrics[1]["ref_kl"] > 0  # after one update the adapters are on, the reference is not
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert changed and all("lora_" in n for n in changed)
