@@ -68,3 +68,52 @@ def test_training_run_with_vllm_rollouts_changes_weights_and_stays_in_sync(tiny_
         # every step samples from the weights the previous step synced
         assert m["sampler_logp_absdiff_max"] < 1e-4, m["sampler_logp_absdiff_max"]
     assert trainer.state.step == 3
+
+
+def test_lora_training_run_with_vllm_rollouts_samples_from_the_merged_adapters(
+    tiny_dir, vllm_engine, tmp_path
+):
+    """The LoRA twin, built through ``apply_lora``: the engine follows the adapters, the base stays."""
+    from mm_gmpo.lora import apply_lora
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    cfg = load_config(
+        None,
+        [
+            f"train.output_dir={tmp_path / 'run'}",
+            "data.template=none",
+            "model.lora_rank=8",
+            "model.lora_alpha=16",
+            "rollout.engine=vllm",
+            "rollout.n=4",
+            "rollout.max_new_tokens=8",
+            "train.prompts_per_step=4",
+            "train.micro_batch_size=8",
+            "optim.lr=5e-2",
+        ],
+    )
+    model = apply_lora(cfg, AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32))
+    vllm_engine.sync_weights(model)
+    path = TextPolicyPath(tok, cfg.data.template, cfg.data.max_prompt_len)
+    records = [
+        Record(id=f"r{i}", problem=f"What is {i} + {i + 3}?", answer=str(2 * i + 3)) for i in range(12)
+    ]
+    stop = sorted({tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")})
+    trainer = Trainer(
+        cfg,
+        path=path,
+        engine=TorchEngine(model, OptimSettings(lr=cfg.optim.lr, grad_clip=cfg.optim.grad_clip)),
+        rollout_engine=vllm_engine,
+        score=digit_reward,
+        train_records=records,
+        stop_token_ids=stop,
+        tokenizer=tok,
+    )
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    history = [trainer.rl_step() for _ in range(3)]
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)  # adapters moved, the base is bit-identical
+    assert any("lora_B" in n for n in changed)  # so the merged weights differ from the base
+    for m in history:
+        # steps 2 and 3 sample from merged weights that include trained adapters
+        assert m["sampler_logp_absdiff_max"] < 1e-4, m["sampler_logp_absdiff_max"]
