@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mm_gmpo.saving import save_pretrained
+
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 COMPLETE = "COMPLETE"
 
@@ -89,7 +91,7 @@ def save_checkpoint(
             shutil.rmtree(tmp)
         (tmp / "engine").mkdir(parents=True)
         state_dict = engine.state_dict_for_save()
-        model.save_pretrained(tmp / "model", state_dict=state_dict, safe_serialization=True)
+        save_pretrained(model, tmp / "model", state_dict=state_dict, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / "model")
         torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer_state.pt")
