@@ -48,8 +48,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     import time
 
-    from mm_gmpo.train.demo import render_summary, run_demo
+    from mm_gmpo.train.demo import pin_cpu_numerics, render_summary, run_demo
 
+    pin_cpu_numerics()  # before torch's first kernel: the same seed gives the same numbers on any x86 CPU
     t0 = time.perf_counter()
     results = run_demo(
         args.paths, args.seeds, config=args.config, output_dir=args.output_dir, overrides=args.overrides

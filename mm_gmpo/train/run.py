@@ -94,6 +94,7 @@ def train(cfg: Config) -> dict[str, Any]:
     announce = main and cfg.train.progress
     note(f"building the run in {cfg.train.output_dir} (model, data, warm start)", announce)
     run = build_run(cfg)
+    built_s = time.perf_counter() - t_start
     summary: dict[str, Any] = {
         "output_dir": cfg.train.output_dir,
         "resumed_from": str(run.resumed_from or ""),
@@ -104,7 +105,10 @@ def train(cfg: Config) -> dict[str, Any]:
         if run.warm_start_losses:
             summary["warm_start_loss"] = run.warm_start_losses[-1]
             steps, loss = len(run.warm_start_losses), run.warm_start_losses[-1]
-            note(f"warm start: {steps} steps, last loss {loss:.3f}", announce)
+            note(
+                f"built in {built_s:.1f} s, warm start included ({steps} steps, last loss {loss:.3f})",
+                announce,
+            )
         if run.resumed_from is None and run.eval_records:
             summary["eval_accuracy_before"] = _evaluate(run, "before", 0, announce)
         progress = make_progress(announce, cfg.train.steps, run.trainer.state.step)
