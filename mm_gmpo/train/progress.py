@@ -100,3 +100,13 @@ def note(message: str, enabled: bool = True) -> None:
     """One plain, flushed line on stdout (a run's milestones: config written, evaluation done)."""
     if enabled:
         print(f"[train] {message}", flush=True)
+
+
+def quiet_library_bars() -> None:
+    """transformers' own bars ("Loading weights", "Writing model shards") redraw in place too:
+    in a log they are noise between the run's lines, so they go when stderr is not a terminal."""
+    if sys.stderr.isatty():
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()

@@ -12,7 +12,7 @@ from mm_gmpo.train import dist
 from mm_gmpo.train.build import Run, build_run
 from mm_gmpo.train.config import Config, to_yaml
 from mm_gmpo.train.plots import plot_run
-from mm_gmpo.train.progress import Progress, make_progress, note
+from mm_gmpo.train.progress import Progress, make_progress, note, quiet_library_bars
 
 log = logging.getLogger("mm_gmpo")
 
@@ -92,6 +92,8 @@ def train(cfg: Config) -> dict[str, Any]:
     Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
     main = dist.is_main()
     announce = main and cfg.train.progress
+    if announce:
+        quiet_library_bars()
     note(f"building the run in {cfg.train.output_dir} (model, data, warm start)", announce)
     run = build_run(cfg)
     built_s = time.perf_counter() - t_start
