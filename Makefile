@@ -7,10 +7,11 @@ PY := $(VENV)/bin/python
 setup:
 	@bash scripts/setup_env.sh
 
-# Both CPU demos (text, then vision-language), seeds 0-2 each.
+# Both CPU demos (text, then vision-language), one seed each, then one summary;
+# `make demo SEEDS="0 1 2"` runs three seeds of each.
+SEEDS ?= 0
 demo: setup
-	$(PY) -m mm_gmpo demo --seeds 0 1 2
-	$(PY) -m mm_gmpo demo --config configs/demo_vl.yaml --output-dir runs/demo_vl --seeds 0 1 2
+	$(PY) -m mm_gmpo demo --paths text vl --seeds $(SEEDS)
 
 bench: setup
 	$(PY) bench/run_all.py

@@ -46,25 +46,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from mm_gmpo.resources import config_path, resolve_config
-    from mm_gmpo.train.config import load_config
-    from mm_gmpo.train.run import train
+    import time
 
-    config = resolve_config(args.config) if args.config else config_path("demo_text.yaml")
-    results = []
-    for seed in args.seeds:
-        out = f"{args.output_dir}/seed{seed}"
-        cfg = load_config(
-            config, [f"train.seed={seed}", f"train.output_dir={out}", "train.resume=never", *args.overrides]
-        )
-        summary = train(cfg)
-        results.append(summary)
-        print(
-            f"[demo] seed {seed}: held-out accuracy {summary['eval_accuracy_before']:.3f} -> "
-            f"{summary['eval_accuracy_after']:.3f} in {summary['wall_time_s']} s  (plot: {summary['plot']})"
-        )
-    gain = sum(r["eval_accuracy_after"] - r["eval_accuracy_before"] for r in results) / len(results)
-    print(f"[demo] mean held-out gain over {len(results)} seed(s): {100 * gain:+.1f} points")
+    from mm_gmpo.train.demo import pin_cpu_numerics, render_summary, run_demo
+
+    pin_cpu_numerics()  # before torch's first kernel: the same seed gives the same numbers on any x86 CPU
+    t0 = time.perf_counter()
+    results = run_demo(
+        args.paths, args.seeds, config=args.config, output_dir=args.output_dir, overrides=args.overrides
+    )
+    print(render_summary(results, time.perf_counter() - t0), flush=True)
     return 0
 
 
@@ -125,10 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.set_defaults(func=_cmd_train)
     p_demo = sub.add_parser("demo", help="the CPU demo: tiny model, synthetic task, before/after accuracy")
     p_demo.add_argument(
-        "--config", default=None, help="default: the shipped configs/demo_text.yaml (demo_vl: the VL demo)"
+        "--paths",
+        nargs="+",
+        choices=["text", "vl"],
+        default=["text"],
+        help="the shipped demos to run, in order: text (configs/demo_text.yaml), vl (configs/demo_vl.yaml)",
     )
+    p_demo.add_argument("--config", default=None, help="run this config instead of the shipped demos")
     p_demo.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p_demo.add_argument("--output-dir", default="runs/demo")
+    p_demo.add_argument(
+        "--output-dir",
+        default=None,
+        help="runs go to DIR/seedN (DIR/PATH/seedN for several paths); default: each config's train.output_dir",
+    )
     p_demo.add_argument("overrides", nargs="*", help="section.field=value")
     p_demo.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     p_demo.set_defaults(func=_cmd_demo)

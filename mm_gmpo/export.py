@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from mm_gmpo.lora import adapter_base_dir, is_adapter_dir, load_adapter, merged_model
+from mm_gmpo.saving import save_pretrained
 
 
 class ExportError(ValueError):
@@ -60,7 +61,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, merge: bool) -
     model, saveable = _load_base(adapter_base_dir(source), source)
     dtype = model.dtype  # merged in float32, saved in the base model's own dtype
     merged = merged_model(load_adapter(model.float(), source, trainable=False))
-    merged.to(dtype).save_pretrained(out, safe_serialization=True)
+    save_pretrained(merged.to(dtype), out, safe_serialization=True)
     saveable.save_pretrained(out)
     return out
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import torch
 
+from mm_gmpo.saving import save_pretrained
 from mm_gmpo.testing.tokenizer import EOS_TOKEN, PAD_TOKEN, build_tokenizer
 
 # Test-sized image limits: 4 to 16 merged image tokens per image (one token = 28x28 pixels).
@@ -113,7 +114,7 @@ def build_tiny_qwen2(out_dir: str | Path, seed: int = 0, **config_overrides: Any
     config = tiny_qwen2_config(ids, **config_overrides)
     model = _seeded_init(seed, lambda: Qwen2ForCausalLM(config))
     model.generation_config = _generation_config(ids)
-    model.save_pretrained(out)
+    save_pretrained(model, out)
     return out
 
 
@@ -197,7 +198,7 @@ def build_tiny_qwen2_5_vl(
     config = tiny_qwen2_5_vl_config(ids, **overrides)
     model = _seeded_init(seed, lambda: Qwen2_5_VLForConditionalGeneration(config))
     model.generation_config = _generation_config(ids)
-    model.save_pretrained(out)
+    save_pretrained(model, out)
 
     patch = config.vision_config.patch_size
     merge = config.vision_config.spatial_merge_size

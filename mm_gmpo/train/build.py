@@ -24,6 +24,7 @@ from mm_gmpo.dtypes import resolve_dtype
 from mm_gmpo.hub import SourceError, check_model_dir
 from mm_gmpo.lora import adapter_base_dir, adapters_disabled, is_adapter_dir, lora_enabled
 from mm_gmpo.policy_paths import PathParts, build_policy_path, check_policy_path, load_policy_model
+from mm_gmpo.saving import save_pretrained
 from mm_gmpo.train import dist
 from mm_gmpo.train.config import Config, ConfigError, validate_world
 from mm_gmpo.train.engine import OptimSettings, TorchEngine, TrainEngine
@@ -210,7 +211,7 @@ def with_lora_after_warm_start(
     if warm_started:
         base = (Path(cfg.train.output_dir) / WARM_START_BASE).resolve()
         if dist.is_main():
-            model.save_pretrained(base, safe_serialization=True)
+            save_pretrained(model, base, safe_serialization=True)
             saveable.save_pretrained(base)
         dist.barrier()
         model.name_or_path = str(base)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from mm_gmpo.lora import peft_model_of
+from mm_gmpo.saving import save_pretrained
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 COMPLETE = "COMPLETE"
@@ -94,7 +95,7 @@ def save_checkpoint(
         (tmp / "engine").mkdir(parents=True)
         state_dict = engine.state_dict_for_save()
         extra = {"save_embedding_layers": False} if peft_model_of(model) is not None else {}
-        model.save_pretrained(tmp / "model", state_dict=state_dict, safe_serialization=True, **extra)
+        save_pretrained(model, tmp / "model", state_dict=state_dict, safe_serialization=True, **extra)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / "model")
         torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer_state.pt")

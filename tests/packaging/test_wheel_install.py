@@ -140,7 +140,7 @@ def test_demo_from_an_installed_wheel(installed) -> None:
         "train.log_tensorboard=false",
     ]
     proc = _run([str(bin_dir / "mm-gmpo"), "demo", "--output-dir", "demo", *shrink], cwd=work, env=env)
-    assert "[demo] seed 0: held-out accuracy" in proc.stdout, proc.stdout[-2000:]
+    assert "[demo] text seed 0: held-out accuracy" in proc.stdout, proc.stdout[-2000:]
     assert (work / "demo" / "seed0" / "summary.json").is_file()
 
 
