@@ -7,13 +7,14 @@ the table. The figures themselves come from ``python bench/run_all.py``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from mm_gmpo.testing.modules import load_module_file
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench"
@@ -45,11 +46,7 @@ def _row(out: Path, n: int) -> dict:
 
 
 def _load_run_all():
-    spec = importlib.util.spec_from_file_location("bench_run_all", BENCH / "run_all.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+    return load_module_file(BENCH / "run_all.py", "bench_run_all")
 
 
 def test_row3_objective_checks_equality_and_writes_row(tmp_path):
@@ -63,10 +60,7 @@ def test_row3_objective_checks_equality_and_writes_row(tmp_path):
 def test_row3_reference_matches_batched_loss():
     import torch
 
-    spec = importlib.util.spec_from_file_location("bench_objective", BENCH / "bench_objective.py")
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
+    mod = load_module_file(BENCH / "bench_objective.py", "bench_objective")
     from mm_gmpo.objective import compute_policy_loss
 
     logp, old, adv, mask, lengths = mod.make_batch(6, 20, seed=3)

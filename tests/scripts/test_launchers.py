@@ -5,7 +5,6 @@ config and the DeepSpeed reference configs are checked too.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import shlex
 import shutil
@@ -16,18 +15,12 @@ import pytest
 import yaml
 from PIL import Image
 
+from mm_gmpo.testing.modules import load_module_file
+
 HERE = Path(__file__).resolve().parent
 
 
-def _load_helpers():
-    spec = importlib.util.spec_from_file_location("launcher_helpers", HERE / "launcher_helpers.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _load_helpers()
+H = load_module_file(HERE / "launcher_helpers.py", "launcher_helpers")
 REPO, SCRIPTS = H.REPO, H.SCRIPTS
 
 # scripts/ files that are not launchers (environment set-up and the shared library).

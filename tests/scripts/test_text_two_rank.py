@@ -7,7 +7,6 @@ gradient checkpointing stay as in the recipe. Each rank generates its own prompt
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -17,20 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mm_gmpo.testing.modules import load_module_file
 from mm_gmpo.train import dist
 
 HERE = Path(__file__).resolve().parent
 
 
-def _load_helpers():
-    spec = importlib.util.spec_from_file_location("launcher_helpers", HERE / "launcher_helpers.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _load_helpers()
+H = load_module_file(HERE / "launcher_helpers.py", "launcher_helpers")
 
 PROMPTS, N = 4, 2  # per step, over both ranks; samples per prompt
 SHRINK = [

@@ -12,9 +12,8 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 
+from mm_gmpo.testing.dist import DIST_ENV
 from mm_gmpo.train import dist
-
-DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 @pytest.fixture

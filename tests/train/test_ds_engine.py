@@ -11,7 +11,6 @@ The optimizer is set up so its first update is nearly linear in the gradient (se
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -25,25 +24,18 @@ import torch
 from torch import nn
 
 from mm_gmpo.testing import tiny_model_dir
+from mm_gmpo.testing.dist import DIST_ENV, single_rank_group
+from mm_gmpo.testing.modules import load_module_file
 from mm_gmpo.train import dist
 from mm_gmpo.train.ds_engine import DeepSpeedEngine, build_ds_config
 from mm_gmpo.train.engine import OptimSettings
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-def _load_helpers():
-    """The worker script doubles as the helper module (one copy of the batch and reference)."""
-    spec = importlib.util.spec_from_file_location("ds_two_rank_worker", HERE / "ds_two_rank_worker.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _load_helpers()
+# The worker script doubles as the helper module (one copy of the batch and reference).
+H = load_module_file(HERE / "ds_two_rank_worker.py", "ds_two_rank_worker")
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +51,8 @@ def batch(model_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def single_rank() -> Iterator[None]:
     """A world-size-1 gloo group for this module's DeepSpeed engines, removed afterwards."""
-    saved = {key: os.environ.pop(key) for key in DIST_ENV if key in os.environ}
-    dist.init_distributed()
-    assert dist.world_size() == 1
-    yield
-    dist.shutdown()
-    for key in DIST_ENV:
-        os.environ.pop(key, None)
-    os.environ.update(saved)
+    with single_rank_group():
+        yield
 
 
 # --- cheap checks that need no process group -------------------------------------------------

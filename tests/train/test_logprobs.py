@@ -21,6 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mm_gmpo.testing import build_tiny_qwen2, tiny_model_dir
+from mm_gmpo.testing.dist import DIST_ENV
 from mm_gmpo.text.path import TextPolicyPath
 from mm_gmpo.train import logprobs
 from mm_gmpo.train.collate import collate_prompt_response
@@ -29,7 +30,6 @@ from mm_gmpo.train.dist import free_port
 from mm_gmpo.train.logprobs import chunked_logp_and_entropy, output_embeddings
 
 REPO = Path(__file__).resolve().parents[2]
-DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 PROMPT_LENS = (5, 9, 3)
 RESPONSE_LENS = (7, 2, 12)  # R = 12, ragged

@@ -7,8 +7,6 @@ keeps its adapters on, or target names that silently match nothing.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 
 import pytest
@@ -17,24 +15,16 @@ from peft import PeftModel
 
 from mm_gmpo.lora import adapters_disabled, apply_lora, resolve_targets
 from mm_gmpo.testing import tiny_model_dir
+from mm_gmpo.testing.dist import single_rank_group
+from mm_gmpo.testing.modules import load_module_file
 from mm_gmpo.train import build as build_module
-from mm_gmpo.train import dist
 from mm_gmpo.train.config import ConfigError, load_config
 from mm_gmpo.train.engine import OptimSettings
 
 HERE = Path(__file__).resolve().parent
-DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-def _helpers():
-    spec = importlib.util.spec_from_file_location("ds_two_rank_worker", HERE / "ds_two_rank_worker.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _helpers()
+H = load_module_file(HERE / "ds_two_rank_worker.py", "ds_two_rank_worker")
 
 
 def lora_cfg(*overrides: str):
@@ -171,13 +161,8 @@ def test_checkpointing_gives_the_same_adapter_gradients() -> None:
 
 @pytest.fixture(scope="module")
 def single_rank():
-    saved = {key: os.environ.pop(key) for key in DIST_ENV if key in os.environ}
-    dist.init_distributed()
-    yield
-    dist.shutdown()
-    for key in DIST_ENV:
-        os.environ.pop(key, None)
-    os.environ.update(saved)
+    with single_rank_group():
+        yield
 
 
 def _innermost(optimizer):

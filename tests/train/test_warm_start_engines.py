@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from mm_gmpo.testing.dist import DIST_ENV
 from mm_gmpo.train import dist
 from mm_gmpo.train.build import build_run
 from mm_gmpo.train.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
-DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 SMALL = [
     "train.progress=false",
     "train.log_tensorboard=false",

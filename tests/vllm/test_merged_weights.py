@@ -9,7 +9,6 @@ this stream in tests/vllm/test_vllm_lora.py.
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 import torch
@@ -22,6 +21,7 @@ from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2ForCausalLM  #
 from mm_gmpo.rollout.merged_weights import adapted_base_model, iter_merged_weights  # noqa: E402
 from mm_gmpo.rollout.vllm import iter_policy_weights  # noqa: E402
 from mm_gmpo.testing import tiny_qwen2_5_vl_config, tiny_qwen2_config  # noqa: E402
+from mm_gmpo.testing.dist import single_rank_group  # noqa: E402
 
 
 def tiny_text(dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -141,21 +141,11 @@ def test_unmergeable_adapters_are_refused_clearly():
         list(iter_policy_weights(tied))
 
 
-DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
 @pytest.fixture()
 def single_rank():
     """A world-size-1 gloo group for a DeepSpeed engine, removed afterwards."""
-    from mm_gmpo.train import dist
-
-    saved = {key: os.environ.pop(key) for key in DIST_ENV if key in os.environ}
-    dist.init_distributed()
-    yield
-    dist.shutdown()
-    for key in DIST_ENV:
-        os.environ.pop(key, None)
-    os.environ.update(saved)
+    with single_rank_group():
+        yield
 
 
 def test_zero3_partitioned_policy_streams_the_full_merged_weights(single_rank):

@@ -27,6 +27,24 @@ def digit_reward(texts, records, truncated):
     return rewards, [float(r > 0.5) for r in rewards], {}
 
 
+def _trainer(cfg, model, tok, vllm_engine) -> Trainer:
+    """A text trainer on 12 addition prompts whose rollouts come from ``vllm_engine``."""
+    records = [
+        Record(id=f"r{i}", problem=f"What is {i} + {i + 3}?", answer=str(2 * i + 3)) for i in range(12)
+    ]
+    stop = sorted({tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")})
+    return Trainer(
+        cfg,
+        path=TextPolicyPath(tok, cfg.data.template, cfg.data.max_prompt_len),
+        engine=TorchEngine(model, OptimSettings(lr=cfg.optim.lr, grad_clip=cfg.optim.grad_clip)),
+        rollout_engine=vllm_engine,
+        score=digit_reward,
+        train_records=records,
+        stop_token_ids=stop,
+        tokenizer=tok,
+    )
+
+
 def test_training_run_with_vllm_rollouts_changes_weights_and_stays_in_sync(tiny_dir, vllm_engine, tmp_path):
     tok = AutoTokenizer.from_pretrained(tiny_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
@@ -44,21 +62,7 @@ def test_training_run_with_vllm_rollouts_changes_weights_and_stays_in_sync(tiny_
             "optim.lr=1e-2",
         ],
     )
-    path = TextPolicyPath(tok, cfg.data.template, cfg.data.max_prompt_len)
-    records = [
-        Record(id=f"r{i}", problem=f"What is {i} + {i + 3}?", answer=str(2 * i + 3)) for i in range(12)
-    ]
-    stop = sorted({tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")})
-    trainer = Trainer(
-        cfg,
-        path=path,
-        engine=TorchEngine(model, OptimSettings(lr=cfg.optim.lr, grad_clip=cfg.optim.grad_clip)),
-        rollout_engine=vllm_engine,
-        score=digit_reward,
-        train_records=records,
-        stop_token_ids=stop,
-        tokenizer=tok,
-    )
+    trainer = _trainer(cfg, model, tok, vllm_engine)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     history = [trainer.rl_step() for _ in range(3)]
     unchanged = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
@@ -94,21 +98,7 @@ def test_lora_training_run_with_vllm_rollouts_samples_from_the_merged_adapters(
     )
     model = apply_lora(cfg, AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32))
     vllm_engine.sync_weights(model)
-    path = TextPolicyPath(tok, cfg.data.template, cfg.data.max_prompt_len)
-    records = [
-        Record(id=f"r{i}", problem=f"What is {i} + {i + 3}?", answer=str(2 * i + 3)) for i in range(12)
-    ]
-    stop = sorted({tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")})
-    trainer = Trainer(
-        cfg,
-        path=path,
-        engine=TorchEngine(model, OptimSettings(lr=cfg.optim.lr, grad_clip=cfg.optim.grad_clip)),
-        rollout_engine=vllm_engine,
-        score=digit_reward,
-        train_records=records,
-        stop_token_ids=stop,
-        tokenizer=tok,
-    )
+    trainer = _trainer(cfg, model, tok, vllm_engine)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     history = [trainer.rl_step() for _ in range(3)]
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
