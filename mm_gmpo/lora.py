@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,7 +136,11 @@ def apply_lora(cfg: Config, model: nn.Module) -> nn.Module:
         base_model_name_or_path=_base_name(model),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft reads the deprecated `is_gradient_checkpointing` property of transformers 5.x
+        # models; the warning is about peft's code, not the user's, so it is not shown.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def load_adapter(model: nn.Module, adapter_dir: str | Path, *, trainable: bool) -> nn.Module:
