@@ -35,6 +35,7 @@ SHRINK = [
     "rollout.max_new_tokens=8",
     "rollout.batch_size=8",
     f"train.prompts_per_step={PROMPTS}",
+    "train.mini_batches=4",  # 2 groups of 2 per rank: the cut falls between rollouts
     "train.micro_batch_size=8",
     "reward.num_workers=1",
     "train.progress=false",
