@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,16 +60,29 @@ def adapter_base_dir(adapter_dir: str | Path) -> str:
     return base
 
 
+# Attributes under which wrappers keep the policy: DeepSpeed / DDP (``module``), torch.compile.
+_WRAPPER_ATTRS = ("module", "_orig_mod")
+
+
 def peft_model_of(model: nn.Module) -> Any | None:
-    """The ``PeftModel`` itself, also when an engine wraps it (DeepSpeed's ``.module``); else None."""
-    try:
-        from peft import PeftModel
-    except ImportError:
+    """The ``PeftModel`` itself, also inside DeepSpeed / DDP / torch.compile wrappers; else None.
+
+    peft not imported yet means no module of this process can be a peft model, so plain runs
+    never import it (this is asked at every weight sync and checkpoint).
+    """
+    if "peft" not in sys.modules:
         return None
-    for candidate in (model, getattr(model, "module", None)):
-        if isinstance(candidate, PeftModel):
-            return candidate
-    return None
+    from peft import PeftModel
+
+    while not isinstance(model, PeftModel):
+        inner = next(
+            (getattr(model, a) for a in _WRAPPER_ATTRS if isinstance(getattr(model, a, None), nn.Module)),
+            None,
+        )
+        if inner is None:
+            return None
+        model = inner
+    return model
 
 
 def _vision_prefixes(model: nn.Module) -> tuple[str, ...]:

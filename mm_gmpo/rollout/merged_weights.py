@@ -20,48 +20,20 @@ rank walks the modules in the same order), merged into a copy, and released befo
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-# Attributes under which wrappers keep the policy: DeepSpeed / DDP (``module``), torch.compile.
-_WRAPPER_ATTRS = ("module", "_orig_mod")
-
-
-def unwrap_policy(model: nn.Module) -> nn.Module:
-    """The policy inside DeepSpeed / DDP / torch.compile wrappers (itself when unwrapped)."""
-    while True:
-        inner = next(
-            (getattr(model, a) for a in _WRAPPER_ATTRS if isinstance(getattr(model, a, None), nn.Module)),
-            None,
-        )
-        if inner is None or _is_peft_model(model):
-            return model
-        model = inner
-
-
-def _is_peft_model(model: nn.Module) -> bool:
-    # peft not imported yet means no module of this process can be a peft model.
-    if "peft" not in sys.modules:
-        return False
-    from peft import PeftModel
-    from peft.tuners.tuners_utils import BaseTuner
-
-    return isinstance(model, (PeftModel, BaseTuner))
+from mm_gmpo.lora import peft_model_of
 
 
 def adapted_base_model(model: nn.Module) -> nn.Module | None:
     """The transformers model inside a peft-wrapped policy (with the LoRA layers in it), or None
     for a plain policy."""
-    model = unwrap_policy(model)
-    if not _is_peft_model(model):
-        return None
-    from peft import PeftModel
-
-    return model.get_base_model() if isinstance(model, PeftModel) else model.model
+    peft_model = peft_model_of(model)
+    return None if peft_model is None else peft_model.get_base_model()
 
 
 @contextlib.contextmanager
@@ -86,7 +58,7 @@ def iter_merged_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """
     base = adapted_base_model(model)
     if base is None:
-        raise TypeError(f"{type(unwrap_policy(model)).__name__} is not a peft model")
+        raise TypeError(f"{type(model).__name__} carries no peft model")
     tied = _tied_parameter_ids(base)
     seen: set[int] = set()
     for prefix, module in _walk_modules(base):

@@ -12,8 +12,6 @@ The optimizer is set up so its first update is nearly linear in the gradient (se
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,9 +22,8 @@ import torch
 from torch import nn
 
 from mm_gmpo.testing import tiny_model_dir
-from mm_gmpo.testing.dist import DIST_ENV, single_rank_group
+from mm_gmpo.testing.dist import run_two_ranks, single_rank_group
 from mm_gmpo.testing.modules import load_module_file
-from mm_gmpo.train import dist
 from mm_gmpo.train.ds_engine import DeepSpeedEngine, build_ds_config
 from mm_gmpo.train.engine import OptimSettings
 
@@ -197,34 +194,9 @@ def test_two_ranks_average_to_the_full_batch_step(model_dir: Path, tmp_path: Pat
     cross-rank average must give the single-process full-batch loss, grad norm and update
     (ZeRO 0, 2 and 3; dapo checks the token-unit count, which differs between the ranks)."""
     out = tmp_path / "report.json"
-    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(dist.free_port()),
-        str(HERE / "ds_two_rank_worker.py"),
-        "--model-dir",
-        str(model_dir),
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        log, _ = proc.communicate(timeout=900)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers share this session
-        log, _ = proc.communicate()
-        pytest.fail("two-rank worker timed out:\n" + log.decode(errors="replace")[-4000:])
-    assert proc.returncode == 0 and out.exists(), log.decode(errors="replace")[-4000:]
+    args = ["--model-dir", str(model_dir), "--out", str(out)]
+    returncode, log = run_two_ranks(HERE / "ds_two_rank_worker.py", args, timeout_s=900)
+    assert returncode == 0 and out.exists(), log[-4000:]
 
     report = json.loads(out.read_text())
     assert report["world_size"] == 2

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,12 +17,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mm_gmpo.testing import build_tiny_qwen2, tiny_model_dir
-from mm_gmpo.testing.dist import DIST_ENV
+from mm_gmpo.testing.dist import run_two_ranks
 from mm_gmpo.text.path import TextPolicyPath
 from mm_gmpo.train import logprobs
 from mm_gmpo.train.collate import collate_prompt_response
 from mm_gmpo.train.config import ConfigError, load_config
-from mm_gmpo.train.dist import free_port
 from mm_gmpo.train.logprobs import chunked_logp_and_entropy, output_embeddings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -221,36 +216,10 @@ def test_two_ranks_with_different_chunk_counts_under_zero3(tmp_path):
     """Rank 0 needs 5 chunks, rank 1 one: the step completes (no mismatched gathers) and equals a
     single-process full-batch step through the full-vocabulary path."""
     out = tmp_path / "report.json"
-    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(REPO / "tests" / "train" / "logprobs_two_rank_worker.py"),
-        "--model-dir",
-        str(tiny_model_dir("qwen2")),
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        log, _ = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers share this session
-        log, _ = proc.communicate()
-        pytest.fail(
-            "two-rank worker timed out (mismatched ZeRO-3 gathers?):\n" + log.decode(errors="replace")[-4000:]
-        )
-    assert proc.returncode == 0 and out.exists(), log.decode(errors="replace")[-4000:]
+    worker = REPO / "tests" / "train" / "logprobs_two_rank_worker.py"
+    args = ["--model-dir", str(tiny_model_dir("qwen2")), "--out", str(out)]
+    returncode, log = run_two_ranks(worker, args, timeout_s=300, hang_hint=" (mismatched ZeRO-3 gathers?)")
+    assert returncode == 0 and out.exists(), log[-4000:]
     report = json.loads(out.read_text())
     assert report["param_change"] > 1e-3  # the step moved the weights...
     assert report["param_diff"] < 1e-6  # ...as the single-process full-batch step did

@@ -17,6 +17,7 @@ from mm_gmpo.lora import adapters_disabled, apply_lora, resolve_targets
 from mm_gmpo.testing import tiny_model_dir
 from mm_gmpo.testing.dist import single_rank_group
 from mm_gmpo.testing.modules import load_module_file
+from mm_gmpo.testing.parity import nonzero_adapters
 from mm_gmpo.train import build as build_module
 from mm_gmpo.train.config import ConfigError, load_config
 from mm_gmpo.train.engine import OptimSettings
@@ -39,15 +40,6 @@ def vl_model():
     from mm_gmpo.vl.model import load_vl_model
 
     return load_vl_model(tiny_model_dir("qwen2_5_vl"), torch.float32)
-
-
-def nonzero_adapters(model: torch.nn.Module, seed: int = 0) -> None:
-    """LoRA's B starts at zero (adapted == base); give every adapter a visible effect."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(0.05 * torch.randn(param.shape, generator=gen))
 
 
 def base_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:

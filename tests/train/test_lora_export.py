@@ -12,17 +12,10 @@ from peft import PeftModel
 from mm_gmpo.cli import main
 from mm_gmpo.policy_paths import build_policy_path
 from mm_gmpo.testing import tiny_model_dir
+from mm_gmpo.testing.parity import nonzero_adapters
 from mm_gmpo.train.config import load_config
 
 TOL = 1e-5
-
-
-def nonzero_adapters(model: torch.nn.Module, seed: int = 0) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(0.05 * torch.randn(param.shape, generator=gen))
 
 
 def lora_run(tmp_path: Path, modality: str, *overrides: str):

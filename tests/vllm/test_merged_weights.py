@@ -22,6 +22,7 @@ from mm_gmpo.rollout.merged_weights import adapted_base_model, iter_merged_weigh
 from mm_gmpo.rollout.vllm import iter_policy_weights  # noqa: E402
 from mm_gmpo.testing import tiny_qwen2_5_vl_config, tiny_qwen2_config  # noqa: E402
 from mm_gmpo.testing.dist import single_rank_group  # noqa: E402
+from mm_gmpo.testing.parity import nonzero_adapters  # noqa: E402
 
 
 def tiny_text(dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -33,13 +34,7 @@ def with_lora(model: nn.Module, **config) -> nn.Module:
     """``model`` wrapped with a rank-4 adapter whose ``lora_B`` is non-zero (peft starts it at
     zero, which would make the merged model equal the base)."""
     lora = peft.LoraConfig(r=4, lora_alpha=8, **{"target_modules": "all-linear", **config})
-    wrapped = peft.get_peft_model(model, lora)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in wrapped.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, 0.05)
-    return wrapped
+    return nonzero_adapters(peft.get_peft_model(model, lora), seed=1)
 
 
 class FakeEngine(nn.Module):

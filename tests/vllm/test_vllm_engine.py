@@ -21,6 +21,7 @@ from mm_gmpo.data.records import Record  # noqa: E402
 from mm_gmpo.objective import compute_policy_loss  # noqa: E402
 from mm_gmpo.rollout.base import SamplingSettings  # noqa: E402
 from mm_gmpo.rollout.vllm import WeightSyncError, default_probe, make_sync_check  # noqa: E402
+from mm_gmpo.testing.parity import max_logp_diff  # noqa: E402
 from mm_gmpo.text.path import TextPolicyPath  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(180)]
@@ -40,15 +41,6 @@ def trainer_side(tiny_dir, vllm_engine):
 def _prompts(path, n=4):
     records = [Record(id=f"r{i}", problem=f"What is {i} + {i + 3}?", answer=str(2 * i + 3)) for i in range(n)]
     return [path.build_prompt(r) for r in records]
-
-
-def _max_logp_diff(path, model, rollout, temperature):
-    batch = path.collate(rollout, list(range(len(rollout))))
-    with torch.no_grad():
-        logp, _ = path.forward(model, batch, temperature, with_entropy=False)
-    return max(
-        float((logp[i, : len(s)] - torch.tensor(s)).abs().max()) for i, s in enumerate(rollout.sampler_logp)
-    )
 
 
 def test_n_samples_stop_semantics_and_logprobs_match_trainer(vllm_engine, trainer_side):
@@ -71,7 +63,7 @@ def test_n_samples_stop_semantics_and_logprobs_match_trainer(vllm_engine, traine
             assert len(resp) == 12
     assert 0 < sum(rollout.truncated) < len(rollout)  # both cases exercised
     assert len({tuple(r) for r in rollout.response_ids}) > 10  # samples differ across prompts and n
-    assert _max_logp_diff(path, model, rollout, 0.8) < ATOL
+    assert max_logp_diff(path, model, rollout, 0.8) < ATOL
     again = vllm_engine.generate(prompts, sampling)
     assert again.response_ids == rollout.response_ids  # seeded: reproducible
 
@@ -110,13 +102,13 @@ def test_weight_sync_after_an_update_step(vllm_engine, trainer_side):
     loss, _ = compute_policy_loss("gmpo", logp, logp.detach(), adv, batch.response_mask)
     loss.backward()
     opt.step()
-    stale_rollout = _max_logp_diff(path, model, rollout, 1.0)
+    stale_rollout = max_logp_diff(path, model, rollout, 1.0)
     stale_probe = check(model)
     assert stale_rollout > 1e-2 and stale_probe > 1e-2  # the engine still holds the old weights
     vllm_engine.sync_weights(model)
     assert check(model) < ATOL
     fresh = vllm_engine.generate(_prompts(path), sampling)
-    assert _max_logp_diff(path, model, fresh, 1.0) < ATOL
+    assert max_logp_diff(path, model, fresh, 1.0) < ATOL
     print(
         f"\nlogp |engine-trainer| max: before sync {max(stale_rollout, stale_probe):.3g}, after {check(model):.3g}"
     )

@@ -25,9 +25,9 @@ peft = pytest.importorskip("peft")
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from mm_gmpo.data.records import Record  # noqa: E402
-from mm_gmpo.objective import compute_policy_loss  # noqa: E402
 from mm_gmpo.rollout.base import SamplingSettings  # noqa: E402
 from mm_gmpo.rollout.vllm import default_probe, make_sync_check, trainer_sequence_logprobs  # noqa: E402
+from mm_gmpo.testing.parity import gmpo_update, max_logp_diff, nonzero_adapters  # noqa: E402
 from mm_gmpo.text.path import TextPolicyPath  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(240)]
@@ -41,35 +41,7 @@ def with_lora(
 ) -> torch.nn.Module:
     """A rank-8 adapter with non-zero ``lora_B`` (peft starts it at zero: no effect)."""
     config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=target_modules)
-    policy = peft.get_peft_model(model, config)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in policy.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, std)
-    return policy
-
-
-def max_logp_diff(path, model, rollout, temperature: float) -> float:
-    """Largest |trainer − engine| over the rollout's sampled tokens."""
-    batch = path.collate(rollout, list(range(len(rollout))))
-    with torch.no_grad():
-        logp, _ = path.forward(model, batch, temperature, with_entropy=False)  # [B, R]
-    return max(
-        float((logp[i, : len(s)] - torch.tensor(s)).abs().max()) for i, s in enumerate(rollout.sampler_logp)
-    )
-
-
-def gmpo_update(path, model, rollout) -> None:
-    """One real GMPO step on the adapter's parameters (the only trainable ones)."""
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    batch = path.collate(rollout, list(range(len(rollout))))
-    logp, _ = path.forward(model, batch, 1.0, with_entropy=False)  # [B, R]
-    adv = torch.linspace(-1.0, 1.0, len(rollout))  # [B]
-    loss, _ = compute_policy_loss("gmpo", logp, logp.detach(), adv, batch.response_mask)
-    loss.backward()
-    opt.step()
-    opt.zero_grad()
+    return nonzero_adapters(peft.get_peft_model(model, config), seed=1, std=std)
 
 
 def text_prompts(path, n: int = 4):

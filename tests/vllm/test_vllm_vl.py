@@ -24,8 +24,8 @@ pytest.importorskip("qwen_vl_utils", reason="the VL path needs qwen-vl-utils")
 from transformers import Qwen2_5_VLForConditionalGeneration  # noqa: E402
 
 from mm_gmpo.data.records import Record  # noqa: E402
-from mm_gmpo.objective import compute_policy_loss  # noqa: E402
 from mm_gmpo.rollout.base import SamplingSettings  # noqa: E402
+from mm_gmpo.testing.parity import gmpo_update, max_logp_diff  # noqa: E402
 from mm_gmpo.vl.model import vision_tower  # noqa: E402
 from mm_gmpo.vl.path import VLPolicyPath  # noqa: E402
 
@@ -70,27 +70,6 @@ def vl_trainer(vl_dir, vl_processor, vl_engine):
 
 def stop_ids(path: VLPolicyPath) -> tuple[int, ...]:
     return (path.tokenizer.convert_tokens_to_ids("<|im_end|>"),)
-
-
-def max_logp_diff(path, model, rollout, temperature: float) -> float:
-    batch = path.collate(rollout, list(range(len(rollout))))
-    with torch.no_grad():
-        logp, _ = path.forward(model, batch, temperature, with_entropy=False)  # [B, R]
-    return max(
-        float((logp[i, : len(s)] - torch.tensor(s)).abs().max()) for i, s in enumerate(rollout.sampler_logp)
-    )
-
-
-def gmpo_update(path, model, rollout) -> None:
-    """One real GMPO step on the rollout, large enough to move a tiny model."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    batch = path.collate(rollout, list(range(len(rollout))))
-    logp, _ = path.forward(model, batch, 1.0, with_entropy=False)  # [B, R]
-    adv = torch.linspace(-1.0, 1.0, len(rollout))  # [B]
-    loss, _ = compute_policy_loss("gmpo", logp, logp.detach(), adv, batch.response_mask)
-    loss.backward()
-    opt.step()
-    opt.zero_grad()
 
 
 def test_vl_logprobs_match_the_trainer_on_one_and_two_image_prompts(vl_engine, vl_trainer):
