@@ -126,13 +126,7 @@ def _iter_jsonl(path: Path) -> Iterator[dict[str, Any] | BadRecordError]:
                     "invalid JSON",
                 )
                 continue
-            if isinstance(row, dict):
-                yield row
-            else:
-                kind = type(row).__name__
-                yield BadRecordError(
-                    f"{path}: line {line_no}: a JSON {kind}, not an object", "not a JSON object"
-                )
+            yield _object_or_refusal(row, f"{path}: line {line_no}")
 
 
 def _iter_json(path: Path) -> Iterator[dict[str, Any] | BadRecordError]:
@@ -156,13 +150,14 @@ def _iter_json(path: Path) -> Iterator[dict[str, Any] | BadRecordError]:
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of rows, got a JSON {type(data).__name__}")
     for index, row in enumerate(data):
-        if isinstance(row, dict):
-            yield row
-        else:
-            kind = type(row).__name__
-            yield BadRecordError(
-                f"{path}: element {index}: a JSON {kind}, not an object", "not a JSON object"
-            )
+        yield _object_or_refusal(row, f"{path}: element {index}")
+
+
+def _object_or_refusal(row: Any, where: str) -> dict[str, Any] | BadRecordError:
+    """A parsed row that is a JSON object, else the refusal naming where it was and what it is."""
+    if isinstance(row, dict):
+        return row
+    return BadRecordError(f"{where}: a JSON {type(row).__name__}, not an object", "not a JSON object")
 
 
 def _iter_arrow_table(table: Any, chunk: int = 1024) -> Iterator[dict[str, Any]]:

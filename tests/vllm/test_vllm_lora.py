@@ -10,12 +10,9 @@ adapter's factors under names vLLM ignores) fails.
 from __future__ import annotations
 
 import contextlib
-import io
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 pytest.importorskip(
     "vllm", reason="vLLM is not installed here; these tests run in .venv-vllm (bash scripts/test_vllm.sh)"
@@ -28,6 +25,7 @@ from mm_gmpo.data.records import Record  # noqa: E402
 from mm_gmpo.rollout.base import SamplingSettings  # noqa: E402
 from mm_gmpo.rollout.vllm import default_probe, make_sync_check, trainer_sequence_logprobs  # noqa: E402
 from mm_gmpo.testing.parity import gmpo_update, max_logp_diff, nonzero_adapters  # noqa: E402
+from mm_gmpo.testing.pictures import gradient_png  # noqa: E402
 from mm_gmpo.text.path import TextPolicyPath  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(240)]
@@ -106,15 +104,6 @@ def adapter_off(policy, part: str):
             m.scaling = scaling
 
 
-def picture(width: int, height: int, seed: int) -> bytes:
-    """A non-constant PNG (the vision tower's LoRA must matter)."""
-    rng = np.random.default_rng(seed)
-    base = np.add.outer(np.arange(height) * 3, np.arange(width) * 5)[..., None] + rng.integers(0, 60, 3)
-    buf = io.BytesIO()
-    Image.fromarray((base % 256).astype(np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def test_vl_lora_sync_sends_merged_language_and_vision_weights(vl_dir, vl_processor, vl_engine):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -128,10 +117,13 @@ def test_vl_lora_sync_sends_merged_language_and_vision_weights(vl_dir, vl_proces
         model, ["q_proj", "v_proj", "down_proj", "qkv", "attn.proj", "mlp.0", "mlp.2"], std=0.1
     )
     prompts = [
-        path.build_prompt(Record("tall", "<image> Find the angle x.", "1", images=[picture(56, 84, 1)])),
+        path.build_prompt(Record("tall", "<image> Find the angle x.", "1", images=[gradient_png(56, 84, 1)])),
         path.build_prompt(
             Record(
-                "pair", "Compare <image> with <image>.", "2", images=[picture(90, 90, 3), picture(40, 150, 4)]
+                "pair",
+                "Compare <image> with <image>.",
+                "2",
+                images=[gradient_png(90, 90, 3), gradient_png(40, 150, 4)],
             )
         ),
     ]

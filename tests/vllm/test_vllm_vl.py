@@ -9,12 +9,8 @@ positions, image features in the prompt's slots) agree to ~1e-6 here (measured);
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 pytest.importorskip(
     "vllm", reason="vLLM is not installed here; these tests run in .venv-vllm (bash scripts/test_vllm.sh)"
@@ -26,6 +22,7 @@ from transformers import Qwen2_5_VLForConditionalGeneration  # noqa: E402
 from mm_gmpo.data.records import Record  # noqa: E402
 from mm_gmpo.rollout.base import SamplingSettings  # noqa: E402
 from mm_gmpo.testing.parity import gmpo_update, max_logp_diff  # noqa: E402
+from mm_gmpo.testing.pictures import gradient_png  # noqa: E402
 from mm_gmpo.vl.model import vision_tower  # noqa: E402
 from mm_gmpo.vl.path import VLPolicyPath  # noqa: E402
 
@@ -35,25 +32,16 @@ ATOL = 1e-4
 STALE = 1e-2
 
 
-def picture(width: int, height: int, seed: int) -> bytes:
-    """A non-constant picture: patch order and image mix-ups change the features."""
-    rng = np.random.default_rng(seed)
-    base = np.add.outer(np.arange(height) * 3, np.arange(width) * 5)[..., None] + rng.integers(0, 60, 3)
-    buf = io.BytesIO()
-    Image.fromarray((base % 256).astype(np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def records() -> list[Record]:
     """One-image prompts of two shapes and a two-image prompt of two more shapes."""
     return [
-        Record("tall", "<image> Find the angle x.", "1", images=[picture(56, 84, 1)]),
-        Record("wide", "<image> How many sides does it have?", "2", images=[picture(140, 56, 2)]),
+        Record("tall", "<image> Find the angle x.", "1", images=[gradient_png(56, 84, 1)]),
+        Record("wide", "<image> How many sides does it have?", "2", images=[gradient_png(140, 56, 2)]),
         Record(
             "pair",
             "Compare <image> with <image>. Which is larger?",
             "3",
-            images=[picture(90, 90, 3), picture(40, 150, 4)],
+            images=[gradient_png(90, 90, 3), gradient_png(40, 150, 4)],
         ),
     ]
 
@@ -146,7 +134,12 @@ def test_a_rollout_over_one_step_token_budget_is_sampled_seeded_and_in_parity(vl
     model, path = vl_trainer
     prompts = [  # distinct prompts: none is served from the prefix cache
         path.build_prompt(
-            Record(f"q{i}", f"<image> Question {i}: find x.", "1", images=[picture(56 + 14 * (i % 5), 84, i)])
+            Record(
+                f"q{i}",
+                f"<image> Question {i}: find x.",
+                "1",
+                images=[gradient_png(56 + 14 * (i % 5), 84, i)],
+            )
         )
         for i in range(36)
     ]
@@ -169,7 +162,7 @@ def test_a_prompt_over_the_engine_image_limit_is_refused_and_the_engine_goes_on(
         "three",
         "<image> <image> <image> Which is largest?",
         "1",
-        images=[picture(56, 56, i) for i in range(3)],
+        images=[gradient_png(56, 56, i) for i in range(3)],
     )
     sampling = SamplingSettings(n=2, temperature=1.0, max_new_tokens=4, stop_token_ids=stop_ids(path), seed=0)
     from vllm.exceptions import VLLMValidationError
